@@ -1,0 +1,447 @@
+"""Datasets, one function each, resolved in the same order everywhere:
+
+1. the data search path ``$CURRICULUM_DATA`` (colon-separated folders holding the published
+   files, e.g. ``<dir>/mnist/t10k-images-idx3-ubyte.gz``), every file checked by MD5;
+2. the user's cache (``$CURRICULUM_CACHE``, default ``~/.cache/curriculum``), filled on first
+   use by torchvision, Hugging Face ``datasets`` or a plain HTTP download;
+3. offline with nothing found: a small stand-in (scikit-learn's bundled digits, Python's own
+   source text, generated sentences), only when ``standin=True``, and always announced.
+
+Every loader prints the source it used. ``CURRICULUM_OFFLINE=1`` skips all downloads.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import struct
+import tarfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+DATA_PATH_VARIABLE = "CURRICULUM_DATA"
+CACHE_VARIABLE = "CURRICULUM_CACHE"
+OFFLINE_VARIABLE = "CURRICULUM_OFFLINE"
+
+MNIST_MD5 = {
+    "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+    "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+    "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+    "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+}
+SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+SHAKESPEARE_MD5 = "6fb458f1232090904fb40fe944165e91"
+MULTI30K_HUB = "bentrevett/multi30k"
+MULTI30K_MD5 = {
+    "train.en.gz": "0065d13af80720a55ca8153d126e6627", "train.de.gz": "81ff90b99829c0cd4b1b587d394afd39",
+    "val.en.gz": "2b69aa9253948ac9f67e94917272dd40", "val.de.gz": "6e0e229eb049e3fc99a1ef02fb2d5f91",
+    "test_2016_flickr.en.gz": "ff2c0fcb4893a13bd73414306bc250ae",
+    "test_2016_flickr.de.gz": "efd67d314d98489b716b145475101932",
+}
+MULTI30K_SPLITS = {"train": "train", "val": "val", "test": "test_2016_flickr"}
+CIFAR10_TARS = {
+    "cifar10-train-jpg-first1000perclass.tar": "32ab9ec0def4d900c4d9d5ab9377b1e3",
+    "cifar10-test-jpg.tar": "c924a803dfb899c4154cb3b68581d7cb",
+}
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+class DataError(RuntimeError):
+    """A dataset file is corrupted or a download failed; the message says what to do."""
+
+
+class DataNotFound(DataError):
+    """The dataset is nowhere to be found and no stand-in was allowed."""
+
+
+@dataclass
+class ImageData:
+    """Images as float tensors in [0, 1], ``N x C x H x W``, with int64 labels."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    classes: tuple[str, ...]
+    source: str
+
+    def __repr__(self) -> str:
+        return (f"ImageData({len(self.x_train)} train / {len(self.x_test)} test, "
+                f"{tuple(self.x_train.shape[1:])}, {len(self.classes)} classes, source: {self.source})")
+
+
+# --- where files come from ---------------------------------------------------------------
+
+def search_path() -> list[Path]:
+    return [Path(p).expanduser() for p in os.environ.get(DATA_PATH_VARIABLE, "").split(os.pathsep) if p]
+
+
+def cache_dir() -> Path:
+    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "curriculum"
+    return Path(os.environ.get(CACHE_VARIABLE, default)).expanduser()
+
+
+def offline() -> bool:
+    return os.environ.get(OFFLINE_VARIABLE, "") not in ("", "0")
+
+
+def md5sum(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify(path: Path, md5: str, dataset: str) -> Path:
+    """Return ``path`` if its MD5 is ``md5``; otherwise raise a ``DataError`` that says what to do."""
+    actual = md5sum(path)
+    if actual != md5:
+        raise DataError(
+            f"{path} is corrupted or truncated (MD5 {actual}, expected {md5}). "
+            f"Delete it and run `curriculum prefetch {dataset}` (or replace it with the published file)."
+        )
+    return path
+
+
+def find(relative: str, md5: str, dataset: str) -> Path | None:
+    """The first verified copy of ``relative`` on the search path, then in the cache."""
+    for folder in [*search_path(), cache_dir()]:
+        path = folder / relative
+        if path.is_file():
+            return verify(path, md5, dataset)
+    return None
+
+
+def download(url: str, dest: Path, md5: str | None = None, *, timeout: float = 30.0, retries: int = 3) -> Path:
+    """Download ``url`` to ``dest`` atomically (a ``.part`` file renamed once complete and verified)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    error: Exception | None = None
+    for attempt in range(retries + 1):
+        try:
+            request = urllib.request.Request(url, headers={"User-Agent": "curriculum"})
+            with urllib.request.urlopen(request, timeout=timeout) as response, open(part, "wb") as f:
+                while chunk := response.read(1 << 20):
+                    f.write(chunk)
+            if md5 is not None and (actual := md5sum(part)) != md5:
+                raise DataError(f"download of {url} has MD5 {actual}, expected {md5}")
+            os.replace(part, dest)
+            return dest
+        except (OSError, DataError) as e:  # URLError, timeouts and HTTP errors are OSErrors
+            error = e
+            part.unlink(missing_ok=True)
+            if attempt < retries:
+                time.sleep(min(2 ** attempt, 8))
+    raise DataError(f"could not download {url} after {retries + 1} attempts ({error}). Check the "
+                    f"connection, or put the file on the data search path ${DATA_PATH_VARIABLE}.")
+
+
+def _announce(dataset: str, source: str) -> str:
+    print(f"[data] {dataset}: {source}")
+    return source
+
+
+def _not_found(dataset: str, files: str) -> DataNotFound:
+    return DataNotFound(
+        f"{dataset} not found: no {files} on the data search path ${DATA_PATH_VARIABLE} "
+        f"({os.environ.get(DATA_PATH_VARIABLE, 'unset')}) or in the cache {cache_dir()}, and the download "
+        f"failed or is disabled by ${OFFLINE_VARIABLE}. Connect to the internet and run `curriculum prefetch "
+        f"{dataset}`, or point ${DATA_PATH_VARIABLE} at a folder holding the files."
+    )
+
+
+def stratified_split(labels: torch.Tensor, test_size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices of a seeded split that keeps every class's share equal in both parts."""
+    generator = torch.Generator().manual_seed(seed)
+    train, test = [], []
+    for c in labels.unique():
+        idx = (labels == c).nonzero().flatten()
+        idx = idx[torch.randperm(len(idx), generator=generator)]
+        k = round(len(idx) * test_size / len(labels))
+        test.append(idx[:k])
+        train.append(idx[k:])
+    train, test = torch.cat(train), torch.cat(test)
+    return train[torch.randperm(len(train), generator=generator)], test[torch.randperm(len(test), generator=generator)]
+
+
+# --- MNIST --------------------------------------------------------------------------------
+
+def read_idx(path: Path) -> torch.Tensor:
+    """Read a gzipped IDX file (the MNIST format: magic, dimensions, unsigned bytes)."""
+    try:
+        with gzip.open(path, "rb") as f:
+            raw = f.read()
+        zero, dtype, ndim = struct.unpack(">HBB", raw[:4])
+        shape = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
+    except (OSError, EOFError, struct.error) as e:
+        raise DataError(f"{path} is not a readable gzipped IDX file ({e}); delete it and fetch it again") from e
+    body = raw[4 + 4 * ndim:]
+    if zero != 0 or dtype != 0x08 or len(body) != int(np.prod(shape)):
+        raise DataError(f"{path} is not an IDX file of unsigned bytes with shape {shape}; delete it and fetch it again")
+    return torch.from_numpy(np.frombuffer(body, dtype=np.uint8).reshape(shape).copy())
+
+
+def _mnist_files() -> dict[str, Path | None]:
+    found = {}
+    for name, md5 in MNIST_MD5.items():
+        found[name] = find(f"mnist/{name}", md5, "mnist") or find(f"MNIST/raw/{name}", md5, "mnist")
+    return found
+
+
+def _digits_standin(seed: int) -> ImageData:
+    """scikit-learn's 1,797 bundled 8x8 digits, upsampled to 20x20 and centred in 28x28 like MNIST."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    x = F.pad(F.interpolate(x, size=(20, 20), mode="bilinear", align_corners=False), (4, 4, 4, 4)).clamp(0, 1)
+    y = torch.tensor(digits.target, dtype=torch.int64)
+    train, test = stratified_split(y, test_size=360, seed=seed)
+    source = _announce("mnist", f"STAND-IN: scikit-learn's 8x8 digits upsampled to 28x28 ({len(train):,} train / "
+                                f"{len(test)} test); MNIST itself was not found and could not be downloaded")
+    return ImageData(x[train], y[train], x[test], y[test], tuple(str(i) for i in range(10)), source)
+
+
+def mnist(*, standin: bool = True, seed: int = 0) -> ImageData:
+    """MNIST as ``N x 1 x 28 x 28`` floats in [0, 1].
+
+    The official 60,000/10,000 split when all four files are found or downloaded; with only the
+    10,000 test images (the offline copy), a stratified seeded 8,000/2,000 split of those.
+    """
+    files = _mnist_files()
+    if not all(files.values()) and not offline():
+        try:
+            from torchvision.datasets import MNIST
+
+            for train in (True, False):
+                MNIST(cache_dir(), train=train, download=True)
+            files = _mnist_files()
+        except Exception as e:  # torchvision raises RuntimeError/URLError when every mirror fails
+            print(f"[data] mnist: download failed ({type(e).__name__}: {str(e)[:200]})")
+    if all(files.values()):
+        x_train, y_train, x_test, y_test = (read_idx(files[n]) for n in MNIST_MD5)
+        source = _announce("mnist", f"official split 60,000 train / 10,000 test from {files['t10k-images-idx3-ubyte.gz'].parent}")
+    elif files["t10k-images-idx3-ubyte.gz"] and files["t10k-labels-idx1-ubyte.gz"]:
+        x, y = read_idx(files["t10k-images-idx3-ubyte.gz"]), read_idx(files["t10k-labels-idx1-ubyte.gz"])
+        train, test = stratified_split(y.long(), test_size=2000, seed=seed)
+        x_train, y_train, x_test, y_test = x[train], y[train], x[test], y[test]
+        source = _announce("mnist", f"the 10,000 official test images from {files['t10k-images-idx3-ubyte.gz'].parent}, "
+                                    f"split 8,000 train / 2,000 held out (stratified, seed {seed}); "
+                                    "the 60,000 training images are not available")
+    elif standin:
+        return _digits_standin(seed)
+    else:
+        raise _not_found("mnist", "mnist/*-idx?-ubyte.gz")
+    as_float = lambda t: t.float().div(255).unsqueeze(1)  # noqa: E731
+    return ImageData(as_float(x_train), y_train.long(), as_float(x_test), y_test.long(),
+                     tuple(str(i) for i in range(10)), source)
+
+
+# --- CIFAR-10 -----------------------------------------------------------------------------
+
+def _read_jpeg_tar(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    from PIL import Image
+
+    images, labels = [], []
+    with tarfile.open(path) as tar:
+        for member in sorted(tar.getmembers(), key=lambda m: m.name):
+            if not member.name.endswith(".jpg"):
+                continue
+            label = CIFAR10_CLASSES.index(member.name.split("/")[-2])
+            with Image.open(io.BytesIO(tar.extractfile(member).read())) as img:
+                images.append(np.asarray(img.convert("RGB")))
+            labels.append(label)
+    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div(255)
+    return x, torch.tensor(labels, dtype=torch.int64)
+
+
+def cifar10() -> ImageData:
+    """CIFAR-10 as ``N x 3 x 32 x 32`` floats in [0, 1].
+
+    The official 50,000/10,000 split through torchvision (cache or download); offline, the JPEG
+    copies on the search path: 10,000 training images (1,000 a class) and the 10,000 test images.
+    There is no stand-in: a caller that can live without CIFAR-10 catches ``DataNotFound``.
+    """
+    tars = {name: next((p for d in search_path() if (p := d / "cifar10" / name).is_file()), None)
+            for name in CIFAR10_TARS}
+    if all(tars.values()):
+        x_train, y_train = _read_jpeg_tar(verify(tars["cifar10-train-jpg-first1000perclass.tar"],
+                                                 CIFAR10_TARS["cifar10-train-jpg-first1000perclass.tar"], "cifar10"))
+        x_test, y_test = _read_jpeg_tar(verify(tars["cifar10-test-jpg.tar"], CIFAR10_TARS["cifar10-test-jpg.tar"], "cifar10"))
+        source = _announce("cifar10", f"JPEG copies from {tars['cifar10-test-jpg.tar'].parent}: 10,000 of the 50,000 "
+                                      "training images (1,000 a class) and the 10,000 test images")
+        return ImageData(x_train, y_train, x_test, y_test, CIFAR10_CLASSES, source)
+    from torchvision.datasets import CIFAR10
+
+    try:
+        train, test = (CIFAR10(cache_dir(), train=t, download=not offline()) for t in (True, False))
+    except Exception as e:
+        raise _not_found("cifar10", "cifar10/cifar10-*-jpg*.tar") from e
+    as_float = lambda d: torch.from_numpy(d.data).permute(0, 3, 1, 2).float().div(255)  # noqa: E731
+    source = _announce("cifar10", f"official split 50,000 train / 10,000 test (torchvision, {cache_dir()})")
+    return ImageData(as_float(train), torch.tensor(train.targets), as_float(test), torch.tensor(test.targets),
+                     CIFAR10_CLASSES, source)
+
+
+# --- Tiny Shakespeare ---------------------------------------------------------------------
+
+def tiny_shakespeare(*, standin: bool = True) -> str:
+    """The 1,115,394-character Tiny Shakespeare corpus (stand-in: Python's standard-library source)."""
+    path = find("tinyshakespeare/input.txt", SHAKESPEARE_MD5, "tinyshakespeare")
+    if path is None and not offline():
+        try:
+            path = download(SHAKESPEARE_URL, cache_dir() / "tinyshakespeare" / "input.txt", SHAKESPEARE_MD5, retries=2)
+        except DataError as e:
+            print(f"[data] tinyshakespeare: {e}")
+    if path is not None:
+        _announce("tinyshakespeare", f"Tiny Shakespeare from {path}")
+        return path.read_text(encoding="utf-8")
+    if not standin:
+        raise _not_found("tinyshakespeare", "tinyshakespeare/input.txt")
+    import json as stdlib_module  # any pure-Python standard-library package will do
+
+    root = Path(stdlib_module.__file__).parents[1]
+    text = "".join(p.read_text(encoding="utf-8", errors="replace") for p in sorted(root.glob("*.py"))[:60])[:1_000_000]
+    _announce("tinyshakespeare", f"STAND-IN: {len(text):,} characters of Python's standard-library source "
+                                 f"from {root}; Tiny Shakespeare was not found and could not be downloaded")
+    return text
+
+
+# --- Multi30k -----------------------------------------------------------------------------
+
+def _multi30k_standin(seed: int) -> dict[str, list[tuple[str, str]]]:
+    """Generated English-German caption pairs from a small lexicon ("a black dog runs on the grass")."""
+    rng = np.random.default_rng(seed)
+    nouns = {"man": ("ein", "Mann", "er"), "woman": ("eine", "Frau", "e"), "dog": ("ein", "Hund", "er"),
+             "child": ("ein", "Kind", "es"), "girl": ("ein", "Mädchen", "es"), "boy": ("ein", "Junge", "er"),
+             "cat": ("eine", "Katze", "e")}  # article, noun, adjective ending after the article
+    colours = {"black": "schwarz", "white": "weiß", "young": "jung", "small": "klein", "brown": "braun"}
+    verbs = {"runs": "läuft", "sits": "sitzt", "plays": "spielt", "stands": "steht", "jumps": "springt"}
+    places = {"on the grass": "auf dem Gras", "in the water": "im Wasser", "on the street": "auf der Straße",
+              "in the snow": "im Schnee", "near the house": "in der Nähe des Hauses"}
+
+    def pair() -> tuple[str, str]:
+        noun, colour, verb, place = (str(rng.choice(list(d))) for d in (nouns, colours, verbs, places))
+        article, german_noun, ending = nouns[noun]
+        return (f"A {colour} {noun} {verb} {place}.",
+                f"{article.capitalize()} {colours[colour]}{ending} {german_noun} {verbs[verb]} {places[place]}.")
+
+    sizes = {"train": 5000, "val": 500, "test": 500}
+    return {split: [pair() for _ in range(n)] for split, n in sizes.items()}
+
+
+def multi30k(*, standin: bool = True, seed: int = 0) -> dict[str, list[tuple[str, str]]]:
+    """Multi30k task 1: ``{"train": [(english, german), ...], "val": [...], "test": [...]}``.
+
+    29,000 / 1,014 / 1,000 untokenised caption pairs (test = the 2016 Flickr test set).
+    """
+    files = {name: find(f"multi30k/{name}", md5, "multi30k") for name, md5 in MULTI30K_MD5.items()}
+    if all(files.values()):
+        def lines(name: str) -> list[str]:
+            with gzip.open(files[name], "rt", encoding="utf-8") as f:
+                return f.read().splitlines()
+        pairs = {split: list(zip(lines(f"{stem}.en.gz"), lines(f"{stem}.de.gz"), strict=True))
+                 for split, stem in MULTI30K_SPLITS.items()}
+        _announce("multi30k", f"Multi30k from {files['train.en.gz'].parent}: " +
+                  " / ".join(f"{len(v):,} {k}" for k, v in pairs.items()))
+        return pairs
+    if not offline():
+        try:
+            return multi30k_from_hub(MULTI30K_HUB)
+        except Exception as e:  # the hub raises connection errors of several kinds
+            print(f"[data] multi30k: download failed ({type(e).__name__}: {str(e)[:200]})")
+    if not standin:
+        raise _not_found("multi30k", "multi30k/{train,val,test_2016_flickr}.{en,de}.gz")
+    pairs = _multi30k_standin(seed)
+    _announce("multi30k", "STAND-IN: generated English-German sentence pairs from a 30-word lexicon "
+                          "(5,000 / 500 / 500); Multi30k was not found and could not be downloaded")
+    return pairs
+
+
+def multi30k_from_hub(repository: str) -> dict[str, list[tuple[str, str]]]:
+    """Load Multi30k with Hugging Face ``datasets`` (a hub name, or a local folder of the same layout:
+    ``train.jsonl``, ``val.jsonl``, ``test.jsonl`` with ``{"en": ..., "de": ...}`` rows)."""
+    from datasets import load_dataset
+
+    dataset = load_dataset(repository, cache_dir=str(cache_dir() / "huggingface"))
+    names = {"train": "train", "val": "validation", "test": "test"}
+    pairs = {split: [(row["en"], row["de"]) for row in dataset[hub]] for split, hub in names.items()}
+    _announce("multi30k", f"Multi30k through Hugging Face datasets ({repository}): " +
+              " / ".join(f"{len(v):,} {k}" for k, v in pairs.items()))
+    return pairs
+
+
+# --- Synthetic shapes and Oxford-IIIT Pet (segmentation) -----------------------------------
+
+def shapes(n: int, *, size: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generated segmentation data: ``n`` RGB images with 1-3 discs, squares or triangles on a
+    smooth, noisy background; returns ``(images n x 3 x size x size, masks n x size x size)`` with
+    mask 1 where a shape is. The shapes share colours with the background, so a pixel's colour
+    alone does not decide it: the model must see edges and form."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.arange(size).float(), torch.arange(size).float(), indexing="ij")
+    images, masks = torch.empty(n, 3, size, size), torch.zeros(n, size, size)
+    for i in range(n):
+        low_res = torch.rand(1, 3, 4, 4, generator=g)
+        images[i] = F.interpolate(low_res, size=(size, size), mode="bilinear", align_corners=False)[0]
+        for _ in range(int(torch.randint(1, 4, (1,), generator=g))):
+            cx, cy = (torch.rand(2, generator=g) * 0.6 + 0.2) * size
+            r = float(torch.rand(1, generator=g) * 0.12 + 0.08) * size
+            kind = int(torch.randint(0, 3, (1,), generator=g))
+            if kind == 0:
+                inside = (xx - cx) ** 2 + (yy - cy) ** 2 <= r ** 2
+            elif kind == 1:
+                inside = ((xx - cx).abs() <= r) & ((yy - cy).abs() <= r)
+            else:
+                inside = (yy - cy <= r) & (yy - cy >= -r + 2 * (xx - cx).abs())
+            images[i][:, inside] = torch.rand(3, 1, generator=g)
+            masks[i][inside] = 1.0
+    images = (images + 0.08 * torch.randn(images.shape, generator=g)).clamp(0, 1)
+    return images, masks.long()
+
+
+def oxford_pets(*, size: int = 64, split: str = "trainval") -> tuple[torch.Tensor, torch.Tensor]:
+    """Oxford-IIIT Pet through torchvision: images resized to ``size`` and masks with 1 = pet
+    (the trimap's pet and border classes) and 0 = background. Searched on the data search path
+    (folder ``oxford-iiit-pet`` as torchvision lays it out), then the cache, then downloaded."""
+    from torchvision.datasets import OxfordIIITPet
+    from torchvision.transforms.functional import pil_to_tensor, resize
+
+    roots = [d for d in search_path() if (d / "oxford-iiit-pet").is_dir()] + [cache_dir()]
+    for root in roots:
+        try:
+            dataset = OxfordIIITPet(root, split=split, target_types="segmentation",
+                                    download=root == cache_dir() and not offline())
+            break
+        except Exception as e:  # missing files and failed downloads both land here
+            error = e
+    else:
+        raise _not_found("oxford_pets", "oxford-iiit-pet/") from error
+    images, masks = [], []
+    for image, trimap in dataset:
+        images.append(resize(pil_to_tensor(image.convert("RGB")), [size, size], antialias=True).float() / 255)
+        trimap = resize(pil_to_tensor(trimap), [size, size], interpolation=0)[0]  # nearest
+        masks.append((trimap != 2).long())  # trimap: 1 pet, 2 background, 3 border
+    _announce("oxford_pets", f"Oxford-IIIT Pet ({split}, {len(images):,} images) from {root}")
+    return torch.stack(images), torch.stack(masks)
+
+
+DATASETS = {"mnist": lambda: mnist(standin=False), "cifar10": cifar10,
+            "tinyshakespeare": lambda: tiny_shakespeare(standin=False),
+            "multi30k": lambda: multi30k(standin=False), "oxford_pets": oxford_pets}
+
+
+def prefetch(name: str) -> None:
+    """Fill the cache with a dataset (for a GPU server without internet: run this, copy the cache)."""
+    if name not in DATASETS:
+        raise KeyError(f"unknown dataset {name!r}; choose from: {', '.join(DATASETS)}")
+    DATASETS[name]()

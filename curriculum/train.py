@@ -1,0 +1,114 @@
+"""A small training loop: minibatches, a tqdm progress bar, a loss/metric history, NaN detection.
+
+Each topic writes its own ``step(batch) -> loss`` (hand-written backprop, autograd, anything);
+``fit`` runs it, keeps the numbers and stops with a clear error when the loss diverges.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+from tqdm import tqdm
+
+
+class DivergedError(FloatingPointError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class History:
+    """Per-step values (``steps["loss"]``) and per-epoch values (``epochs["test_accuracy"]``)."""
+
+    steps: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    epochs: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    seconds: float = 0.0
+
+    def last(self, name: str) -> float:
+        values = self.epochs.get(name) or self.steps.get(name)
+        if not values:
+            raise KeyError(f"no values recorded for {name!r}; recorded: {sorted({*self.steps, *self.epochs})}")
+        return values[-1]
+
+
+def batches(*tensors: torch.Tensor, batch_size: int, shuffle: bool = True,
+            generator: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, ...]]:
+    """Yield minibatches of equally long tensors (faster than a DataLoader for in-memory data)."""
+    n = len(tensors[0])
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    for start in range(0, n, batch_size):
+        idx = order[start:start + batch_size]
+        yield tuple(t[idx] for t in tensors)
+
+
+def fit(step: Callable[[object], float | torch.Tensor | dict[str, float]],
+        data: Callable[[], Iterable] | Iterable, *, epochs: int = 1, max_steps: int | None = None,
+        evaluate: Callable[[], dict[str, float]] | None = None, desc: str = "train",
+        history: History | None = None) -> History:
+    """Run ``step`` on every batch of ``data`` for ``epochs`` epochs (or until ``max_steps``).
+
+    ``data`` is an iterable, or a function returning a fresh one each epoch (for shuffling).
+    ``step`` returns the batch loss, or a dict with a ``"loss"`` key and other metrics.
+    ``evaluate`` (optional) is called after every epoch; its metrics go to ``history.epochs``.
+    Raises ``DivergedError`` naming the step as soon as the loss is NaN or infinite.
+    """
+    history = history or History()
+    start, n_step = time.perf_counter(), len(history.steps.get("loss", []))
+    first_step = n_step
+    total = None
+    if max_steps is not None:
+        total = max_steps
+    elif hasattr(data, "__len__"):
+        total = epochs * len(data)
+    bar = tqdm(total=total, desc=desc, unit="step", leave=True, mininterval=1.0)
+    for epoch in range(epochs):
+        epoch_losses: list[float] = []
+        for batch in (data() if callable(data) else data):
+            out = step(batch)
+            metrics = out if isinstance(out, dict) else {"loss": out}
+            metrics = {k: float(v) for k, v in metrics.items()}
+            if not math.isfinite(metrics["loss"]):
+                bar.close()
+                raise DivergedError(
+                    f"loss became {metrics['loss']} at step {n_step} (epoch {epoch}); "
+                    "lower the learning rate, or check the inputs for NaN or infinite values"
+                )
+            for k, v in metrics.items():
+                history.steps[k].append(v)
+            epoch_losses.append(metrics["loss"])
+            n_step += 1
+            bar.update(1)
+            if n_step % 10 == 0:
+                bar.set_postfix(loss=f"{metrics['loss']:.4f}", refresh=False)
+            if max_steps is not None and n_step - first_step >= max_steps:
+                break
+        history.epochs["loss"].append(sum(epoch_losses) / max(len(epoch_losses), 1))
+        if evaluate is not None:
+            for k, v in evaluate().items():
+                history.epochs[k].append(float(v))
+            bar.set_postfix({k: f"{v[-1]:.4f}" for k, v in history.epochs.items()}, refresh=False)
+        if max_steps is not None and n_step - first_step >= max_steps:
+            break
+    bar.close()
+    history.seconds += time.perf_counter() - start
+    return history
+
+
+@torch.no_grad()
+def accuracy(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+             batch_size: int = 1000) -> float:
+    """Fraction of ``x`` whose arg-max logit equals the label ``y`` (model moved to eval mode)."""
+    was_training = getattr(model, "training", False)
+    if hasattr(model, "eval"):
+        model.eval()
+    device = next(iter(model.parameters())).device if hasattr(model, "parameters") else x.device
+    correct = 0
+    for start in range(0, len(x), batch_size):
+        logits = model(x[start:start + batch_size].to(device))
+        correct += (logits.argmax(-1).cpu() == y[start:start + batch_size]).sum().item()
+    if was_training:
+        model.train()
+    return correct / len(x)
