@@ -145,6 +145,10 @@ def download(url: str, dest: Path, md5: str | None = None, *, timeout: float = 3
                     f"connection, or put the file on the data search path ${DATA_PATH_VARIABLE}.")
 
 
+def _first_line(error: Exception) -> str:
+    return f"{type(error).__name__}: {(str(error).splitlines() or ['?'])[0][:150]}"
+
+
 def _announce(dataset: str, source: str) -> str:
     print(f"[data] {dataset}: {source}")
     return source
@@ -226,16 +230,17 @@ def mnist(*, standin: bool = True, seed: int = 0) -> ImageData:
                 MNIST(cache_dir(), train=train, download=True)
             files = _mnist_files()
         except Exception as e:  # torchvision raises RuntimeError/URLError when every mirror fails
-            print(f"[data] mnist: download failed ({type(e).__name__}: {str(e)[:200]})")
+            print(f"[data] mnist: download failed ({_first_line(e)})")
     if all(files.values()):
         x_train, y_train, x_test, y_test = (read_idx(files[n]) for n in MNIST_MD5)
         source = _announce("mnist", f"official split 60,000 train / 10,000 test from {files['t10k-images-idx3-ubyte.gz'].parent}")
     elif files["t10k-images-idx3-ubyte.gz"] and files["t10k-labels-idx1-ubyte.gz"]:
         x, y = read_idx(files["t10k-images-idx3-ubyte.gz"]), read_idx(files["t10k-labels-idx1-ubyte.gz"])
-        train, test = stratified_split(y.long(), test_size=2000, seed=seed)
+        train, test = stratified_split(y.long(), test_size=len(y) // 5, seed=seed)
         x_train, y_train, x_test, y_test = x[train], y[train], x[test], y[test]
-        source = _announce("mnist", f"the 10,000 official test images from {files['t10k-images-idx3-ubyte.gz'].parent}, "
-                                    f"split 8,000 train / 2,000 held out (stratified, seed {seed}); "
+        source = _announce("mnist", f"the {len(y):,} official test images from "
+                                    f"{files['t10k-images-idx3-ubyte.gz'].parent}, split {len(train):,} train / "
+                                    f"{len(test):,} held out (stratified, seed {seed}); "
                                     "the 60,000 training images are not available")
     elif standin:
         return _digits_standin(seed)
@@ -358,7 +363,7 @@ def multi30k(*, standin: bool = True, seed: int = 0) -> dict[str, list[tuple[str
         try:
             return multi30k_from_hub(MULTI30K_HUB)
         except Exception as e:  # the hub raises connection errors of several kinds
-            print(f"[data] multi30k: download failed ({type(e).__name__}: {str(e)[:200]})")
+            print(f"[data] multi30k: download failed ({_first_line(e)})")
     if not standin:
         raise _not_found("multi30k", "multi30k/{train,val,test_2016_flickr}.{en,de}.gz")
     pairs = _multi30k_standin(seed)

@@ -74,6 +74,7 @@ def _download(url: str, target: Path, timeout: float) -> int:
         os.replace(part, target)
         return target.stat().st_size
     except urllib.error.HTTPError as e:
+        e.close()  # the error carries the open response
         raise FetchError(f"HTTP {e.code} {e.reason}", transient=e.code >= 500) from e
     except (OSError, http.client.HTTPException) as e:  # URLError, timeouts, resets, short reads
         reason = e.reason if isinstance(e, urllib.error.URLError) else e

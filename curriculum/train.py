@@ -34,14 +34,28 @@ class History:
         return values[-1]
 
 
-def batches(*tensors: torch.Tensor, batch_size: int, shuffle: bool = True,
-            generator: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, ...]]:
-    """Yield minibatches of equally long tensors (faster than a DataLoader for in-memory data)."""
-    n = len(tensors[0])
-    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
-    for start in range(0, n, batch_size):
-        idx = order[start:start + batch_size]
-        yield tuple(t[idx] for t in tensors)
+class batches:  # noqa: N801 (used like a function: ``for x, y in batches(...)``)
+    """Minibatches of equally long in-memory tensors, reshuffled on every pass (faster than a DataLoader).
+
+    Iterable any number of times and sized, so ``fit(step, batches(x, y, batch_size=64), epochs=10)``
+    reshuffles each epoch and shows a progress bar with a known total.
+    """
+
+    def __init__(self, *tensors: torch.Tensor, batch_size: int, shuffle: bool = True,
+                 generator: torch.Generator | None = None) -> None:
+        if len({len(t) for t in tensors}) != 1:
+            raise ValueError(f"tensors must have the same length, got {[len(t) for t in tensors]}")
+        self.tensors, self.batch_size, self.shuffle, self.generator = tensors, batch_size, shuffle, generator
+
+    def __len__(self) -> int:
+        return -(-len(self.tensors[0]) // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
+        n = len(self.tensors[0])
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        for start in range(0, n, self.batch_size):
+            idx = order[start:start + self.batch_size].to(self.tensors[0].device)
+            yield tuple(t[idx] for t in self.tensors)
 
 
 def fit(step: Callable[[object], float | torch.Tensor | dict[str, float]],
@@ -50,7 +64,8 @@ def fit(step: Callable[[object], float | torch.Tensor | dict[str, float]],
         history: History | None = None) -> History:
     """Run ``step`` on every batch of ``data`` for ``epochs`` epochs (or until ``max_steps``).
 
-    ``data`` is an iterable, or a function returning a fresh one each epoch (for shuffling).
+    ``data`` is a re-iterable (``batches(...)``, a list, a DataLoader) or a function returning a
+    fresh iterable each epoch.
     ``step`` returns the batch loss, or a dict with a ``"loss"`` key and other metrics.
     ``evaluate`` (optional) is called after every epoch; its metrics go to ``history.epochs``.
     Raises ``DivergedError`` naming the step as soon as the loss is NaN or infinite.
@@ -69,7 +84,7 @@ def fit(step: Callable[[object], float | torch.Tensor | dict[str, float]],
         for batch in (data() if callable(data) else data):
             out = step(batch)
             metrics = out if isinstance(out, dict) else {"loss": out}
-            metrics = {k: float(v) for k, v in metrics.items()}
+            metrics = {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in metrics.items()}
             if not math.isfinite(metrics["loss"]):
                 bar.close()
                 raise DivergedError(

@@ -91,7 +91,7 @@ class Site:
 def site() -> Iterator[Site]:
     server = Server(("127.0.0.1", 0), Handler)
     server.hits, server.release = Counter(), threading.Event()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     yield Site(f"http://127.0.0.1:{server.server_address[1]}", server.hits)
     server.release.set()

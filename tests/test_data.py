@@ -1,0 +1,271 @@
+"""The data module: search path, cache, stand-ins, corrupted files and downloads."""
+import gzip
+import http.server
+import io
+import json
+import struct
+import tarfile
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from curriculum import data
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+@pytest.fixture
+def isolated(tmp_path, monkeypatch):
+    """No search path, an empty cache in tmp_path, no downloads."""
+    monkeypatch.setenv(data.DATA_PATH_VARIABLE, "")
+    monkeypatch.setenv(data.CACHE_VARIABLE, str(tmp_path / "cache"))
+    monkeypatch.setenv(data.OFFLINE_VARIABLE, "1")
+    return tmp_path
+
+
+@pytest.fixture
+def fake_mnist_test(isolated, monkeypatch):
+    """100 generated 28x28 'test' images, 10 per class, registered with their MD5s."""
+    rng = np.random.default_rng(0)
+    folder = isolated / "mnist-files"
+    images, labels = rng.integers(0, 256, (100, 28, 28)), np.repeat(np.arange(10), 10)
+    write_idx(folder / "t10k-images-idx3-ubyte.gz", images)
+    write_idx(folder / "t10k-labels-idx1-ubyte.gz", labels)
+    md5 = dict(data.MNIST_MD5)
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        md5[name] = data.md5sum(folder / name)
+    monkeypatch.setattr(data, "MNIST_MD5", md5)
+    return folder, images, labels
+
+
+def place(folder: Path, target: Path) -> None:
+    target.mkdir(parents=True, exist_ok=True)
+    for f in folder.iterdir():
+        (target / f.name).write_bytes(f.read_bytes())
+
+
+def test_mnist_from_search_path_is_a_stratified_split(fake_mnist_test, monkeypatch, capsys):
+    folder, images, labels = fake_mnist_test
+    place(folder, folder.parent / "search" / "mnist")
+    monkeypatch.setenv(data.DATA_PATH_VARIABLE, f"/nonexistent:{folder.parent / 'search'}")
+    d = data.mnist()
+    assert (len(d.x_train), len(d.x_test)) == (80, 20)
+    assert d.x_train.shape[1:] == (1, 28, 28) and d.x_train.dtype == torch.float32
+    assert 0.0 <= d.x_train.min() and d.x_train.max() <= 1.0
+    assert torch.bincount(d.y_test, minlength=10).tolist() == [2] * 10  # stratified
+    # every held-out image is one of the originals with its own label, and none is also in training
+    originals = {torch.tensor(img).flatten().tolist().__repr__(): int(lab) for img, lab in zip(images, labels)}
+    for x, y in zip(d.x_test, d.y_test):
+        assert originals[(x * 255).round().to(torch.int64).flatten().tolist().__repr__()] == int(y)
+    assert "search" in capsys.readouterr().out
+
+
+def test_mnist_split_is_seeded(fake_mnist_test, monkeypatch):
+    folder, _, _ = fake_mnist_test
+    place(folder, folder.parent / "search" / "mnist")
+    monkeypatch.setenv(data.DATA_PATH_VARIABLE, str(folder.parent / "search"))
+    a, b, c = data.mnist(seed=0), data.mnist(seed=0), data.mnist(seed=1)
+    assert torch.equal(a.y_test, b.y_test) and torch.equal(a.x_test, b.x_test)
+    assert not torch.equal(a.x_test, c.x_test)
+
+
+def test_mnist_from_cache(fake_mnist_test, isolated):
+    folder, _, _ = fake_mnist_test
+    place(folder, isolated / "cache" / "MNIST" / "raw")  # where torchvision's download puts it
+    assert len(data.mnist().x_train) == 80
+
+
+def test_mnist_standin_is_announced(isolated, capsys):
+    d = data.mnist()
+    assert d.source.startswith("STAND-IN") and "STAND-IN" in capsys.readouterr().out
+    assert d.x_train.shape[1:] == (1, 28, 28) and len(d.x_train) + len(d.x_test) == 1797
+    assert set(d.y_test.tolist()) == set(range(10))
+
+
+def test_mnist_without_standin_says_what_to_do(isolated):
+    with pytest.raises(data.DataNotFound, match="CURRICULUM_DATA.*prefetch mnist"):
+        data.mnist(standin=False)
+
+
+def test_truncated_file_is_named_with_the_fix(fake_mnist_test, monkeypatch):
+    folder, _, _ = fake_mnist_test
+    target = folder.parent / "search" / "mnist"
+    place(folder, target)
+    path = target / "t10k-images-idx3-ubyte.gz"
+    path.write_bytes(path.read_bytes()[:-100])
+    monkeypatch.setenv(data.DATA_PATH_VARIABLE, str(folder.parent / "search"))
+    with pytest.raises(data.DataError, match=r"t10k-images-idx3-ubyte.gz is corrupted or truncated.*prefetch mnist"):
+        data.mnist()
+
+
+def test_read_idx_rejects_garbage(tmp_path):
+    bad = tmp_path / "bad.gz"
+    bad.write_bytes(b"this is not gzip")
+    with pytest.raises(data.DataError, match="bad.gz is not a readable gzipped IDX file"):
+        data.read_idx(bad)
+    wrong_size = tmp_path / "short.gz"
+    with gzip.open(wrong_size, "wb") as f:
+        f.write(struct.pack(">HBBI", 0, 8, 1, 10) + b"123")
+    with pytest.raises(data.DataError, match="shape"):
+        data.read_idx(wrong_size)
+
+
+@pytest.mark.skipif(not (SHARED / "mnist").is_dir(), reason="the offline MNIST copy is not beside the checkout")
+def test_real_mnist_test_split_offline(monkeypatch, tmp_path):
+    monkeypatch.setenv(data.DATA_PATH_VARIABLE, str(SHARED))
+    monkeypatch.setenv(data.CACHE_VARIABLE, str(tmp_path))
+    monkeypatch.setenv(data.OFFLINE_VARIABLE, "1")
+    d = data.mnist()
+    assert (len(d.x_train), len(d.x_test)) == (8000, 2000)
+    counts = torch.bincount(d.y_test, minlength=10)
+    full = torch.bincount(torch.cat([d.y_train, d.y_test]), minlength=10)
+    assert torch.allclose(counts.float() / 2000, full.float() / 10000, atol=1e-3)
+
+
+def test_stratified_split_keeps_proportions():
+    labels = torch.tensor([0] * 90 + [1] * 10)
+    train, test = data.stratified_split(labels, test_size=20, seed=3)
+    assert sorted(torch.cat([train, test]).tolist()) == list(range(100))
+    assert torch.bincount(labels[test]).tolist() == [18, 2]
+
+
+def test_tiny_shakespeare_search_path_and_standin(isolated, monkeypatch, capsys):
+    (isolated / "s" / "tinyshakespeare").mkdir(parents=True)
+    path = isolated / "s" / "tinyshakespeare" / "input.txt"
+    path.write_text("First Citizen:\nBefore we proceed any further, hear me speak.\n")
+    monkeypatch.setattr(data, "SHAKESPEARE_MD5", data.md5sum(path))
+    monkeypatch.setenv(data.DATA_PATH_VARIABLE, str(isolated / "s"))
+    assert data.tiny_shakespeare().startswith("First Citizen")
+    monkeypatch.setenv(data.DATA_PATH_VARIABLE, "")
+    text = data.tiny_shakespeare()
+    assert len(text) > 100_000 and "def " in text and "STAND-IN" in capsys.readouterr().out
+    with pytest.raises(data.DataNotFound):
+        data.tiny_shakespeare(standin=False)
+
+
+def test_multi30k_from_local_files(isolated, monkeypatch):
+    folder = isolated / "s" / "multi30k"
+    folder.mkdir(parents=True)
+    md5 = {}
+    for stem in data.MULTI30K_SPLITS.values():
+        for lang, sentence in (("en", "A dog runs."), ("de", "Ein Hund läuft.")):
+            name = f"{stem}.{lang}.gz"
+            with gzip.open(folder / name, "wt", encoding="utf-8") as f:
+                f.write(f"{sentence}\n{sentence}\n")
+            md5[name] = data.md5sum(folder / name)
+    monkeypatch.setattr(data, "MULTI30K_MD5", md5)
+    monkeypatch.setenv(data.DATA_PATH_VARIABLE, str(isolated / "s"))
+    pairs = data.multi30k()
+    assert set(pairs) == {"train", "val", "test"}
+    assert pairs["val"] == [("A dog runs.", "Ein Hund läuft.")] * 2
+
+
+def test_multi30k_through_hugging_face_datasets_on_a_local_folder(isolated):
+    """The online loader is Hugging Face `datasets`; here it reads a local folder laid out like the hub's."""
+    folder = isolated / "hub"
+    folder.mkdir()
+    for split, n in (("train", 3), ("val", 2), ("test", 1)):
+        rows = [{"en": f"A cat sits {i}.", "de": f"Eine Katze sitzt {i}."} for i in range(n)]
+        (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    pairs = data.multi30k_from_hub(str(folder))
+    assert [len(pairs[s]) for s in ("train", "val", "test")] == [3, 2, 1]
+    assert pairs["train"][1] == ("A cat sits 1.", "Eine Katze sitzt 1.")
+
+
+def test_multi30k_standin(isolated, capsys):
+    pairs = data.multi30k()
+    assert len(pairs["train"]) == 5000 and "STAND-IN" in capsys.readouterr().out
+    english, german = pairs["train"][0]
+    assert english.endswith(".") and german.endswith(".")
+    assert data.multi30k() == pairs  # seeded
+
+
+def test_cifar10_from_jpeg_tars(isolated, monkeypatch):
+    from PIL import Image
+
+    folder = isolated / "s" / "cifar10"
+    folder.mkdir(parents=True)
+    md5 = {}
+    for name, split in (("cifar10-train-jpg-first1000perclass.tar", "train"), ("cifar10-test-jpg.tar", "test")):
+        with tarfile.open(folder / name, "w") as tar:
+            for label in ("cat", "ship"):
+                for i in range(2):
+                    buffer = io.BytesIO()
+                    Image.new("RGB", (32, 32), (200, 10, 10)).save(buffer, format="JPEG")
+                    info = tarfile.TarInfo(f"{split}/{label}/{i:04d}.jpg")
+                    info.size = buffer.tell()
+                    buffer.seek(0)
+                    tar.addfile(info, buffer)
+        md5[name] = data.md5sum(folder / name)
+    monkeypatch.setattr(data, "CIFAR10_TARS", md5)
+    monkeypatch.setenv(data.DATA_PATH_VARIABLE, str(isolated / "s"))
+    d = data.cifar10()
+    assert d.x_train.shape == (4, 3, 32, 32) and d.x_test.shape == (4, 3, 32, 32)
+    assert sorted(d.y_train.tolist()) == [3, 3, 8, 8]  # cat = 3, ship = 8
+    assert abs(d.x_train[0, 0].mean().item() - 200 / 255) < 0.05
+
+
+def test_cifar10_missing_offline(isolated):
+    with pytest.raises(data.DataNotFound, match="cifar10"):
+        data.cifar10()
+
+
+def test_shapes_are_seeded_and_masks_match():
+    images, masks = data.shapes(6, size=32, seed=1)
+    again, _ = data.shapes(6, size=32, seed=1)
+    assert images.shape == (6, 3, 32, 32) and masks.shape == (6, 32, 32)
+    assert torch.equal(images, again) and set(masks.unique().tolist()) <= {0, 1}
+    assert all(0 < m.float().mean() < 1 for m in masks)  # every image has a shape and background
+
+
+class Server(http.server.BaseHTTPRequestHandler):
+    payload = b"hello, data" * 100
+
+    def do_GET(self):  # noqa: N802 (the name http.server calls)
+        if self.path == "/ok":
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(self.payload)
+        else:
+            self.send_error(404)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server():
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Server)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_download_is_verified_and_atomic(server, tmp_path):
+    import hashlib
+
+    dest = tmp_path / "sub" / "file.bin"
+    data.download(f"{server}/ok", dest, hashlib.md5(Server.payload).hexdigest(), retries=0)
+    assert dest.read_bytes() == Server.payload
+    with pytest.raises(data.DataError, match="MD5"):
+        data.download(f"{server}/ok", tmp_path / "other.bin", "0" * 32, retries=0)
+    with pytest.raises(data.DataError, match="404"):
+        data.download(f"{server}/missing", tmp_path / "missing.bin", retries=1, timeout=2)
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["file.bin"]  # no partial files
+
+
+def test_prefetch_rejects_unknown_names():
+    with pytest.raises(KeyError, match="choose from: mnist"):
+        data.prefetch("imagenet")
