@@ -4,7 +4,7 @@
     curriculum run 02-cnn [--profile P]   execute a topic's notebook headless (``all`` for every one)
     curriculum papers                     download every paper's PDF into its topic folder
     curriculum prefetch mnist cifar10     fill the data cache (for a GPU server without internet)
-    curriculum readme [--check]           regenerate (or check) the README's topic table
+    curriculum readme [--check]           regenerate (or check) the README's topic table and reading list
 """
 from __future__ import annotations
 
@@ -22,7 +22,6 @@ from .results import load_results
 from .runtime import PROFILE_VARIABLE, PROFILES, profile
 
 README = registry.ROOT / "README.md"
-TABLE_START, TABLE_END = "<!-- topics:start -->", "<!-- topics:end -->"
 RUNS = registry.ROOT / "runs"
 
 
@@ -108,20 +107,29 @@ def table() -> str:
     return "\n".join(lines)
 
 
+def generated_sections() -> dict[str, str]:
+    """The README's generated parts, each between ``<!-- name:start -->`` and ``<!-- name:end -->``."""
+    from .papers import reading_list
+
+    return {"topics": table(), "papers": reading_list().strip()}
+
+
 def readme(check: bool) -> int:
-    text = README.read_text()
-    pattern = re.compile(re.escape(TABLE_START) + ".*?" + re.escape(TABLE_END), re.S)
-    if not pattern.search(text):
-        raise SystemExit(f"{README} lacks the markers {TABLE_START} ... {TABLE_END} around the topic table")
-    updated = pattern.sub(lambda _: f"{TABLE_START}\n{table()}\n{TABLE_END}", text)
+    text = updated = README.read_text()
+    for name, content in generated_sections().items():
+        start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+        pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
+        if not pattern.search(updated):
+            raise ValueError(f"{README} lacks the markers {start} ... {end}")
+        updated = pattern.sub(lambda _: f"{start}\n{content}\n{end}", updated)
     if check:
         if updated != text:
-            print("README.md's topic table is out of date: run `curriculum readme`")
+            print("README.md's generated topic table or reading list is out of date: run `curriculum readme`")
             return 1
-        print("README.md's topic table is up to date")
+        print("README.md's topic table and reading list are up to date")
         return 0
     README.write_text(updated)
-    print("README.md's topic table written")
+    print("README.md's topic table and reading list written")
     return 0
 
 
@@ -147,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     papers.add_argument("--timeout", type=float, default=30.0, help="seconds per download attempt")
     prefetch = sub.add_parser("prefetch", help="download datasets into the cache")
     prefetch.add_argument("datasets", nargs="+", help="mnist, cifar10, tinyshakespeare, multi30k, oxford_pets")
-    readme_cmd = sub.add_parser("readme", help="regenerate the README's topic table from the results files")
+    readme_cmd = sub.add_parser("readme", help="regenerate the README's topic table and reading list")
     readme_cmd.add_argument("--check", action="store_true", help="only check that the table is up to date")
     args = parser.parse_args(argv)
 
