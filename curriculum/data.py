@@ -230,7 +230,7 @@ def mnist(*, standin: bool = True, seed: int = 0) -> ImageData:
                 MNIST(cache_dir(), train=train, download=True)
             files = _mnist_files()
         except Exception as e:  # torchvision raises RuntimeError/URLError when every mirror fails
-            print(f"[data] mnist: download failed ({_first_line(e)})")
+            print(f"[data] mnist: could not download the full dataset ({_first_line(e)})")
     if all(files.values()):
         x_train, y_train, x_test, y_test = (read_idx(files[n]) for n in MNIST_MD5)
         source = _announce("mnist", f"official split 60,000 train / 10,000 test from {files['t10k-images-idx3-ubyte.gz'].parent}")

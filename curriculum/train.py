@@ -123,7 +123,7 @@ def accuracy(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: 
     correct = 0
     for start in range(0, len(x), batch_size):
         logits = model(x[start:start + batch_size].to(device))
-        correct += (logits.argmax(-1).cpu() == y[start:start + batch_size]).sum().item()
+        correct += (logits.argmax(-1).cpu() == y[start:start + batch_size].cpu()).sum().item()
     if was_training:
         model.train()
     return correct / len(x)
