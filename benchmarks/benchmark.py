@@ -8,7 +8,7 @@ with ``torch.utils.benchmark`` and prints milliseconds and the ratio ours / PyTo
 """
 from __future__ import annotations
 
-import importlib
+import importlib.util
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,12 +33,16 @@ def milliseconds(fn: Callable[[], object]) -> float:
 
 def main(names: list[str]) -> None:
     torch.manual_seed(0)
+    sys.path.insert(0, str(HERE))  # for `from benchmark import Case`
     modules = names or sorted(p.stem for p in HERE.glob("*.py") if p.stem != "benchmark")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")
     print(f"{'case':48} {'ours ms':>9} {'torch ms':>9} {'ratio':>7}")
     for module in modules:
-        sys.path.insert(0, str(HERE))
-        for case in importlib.import_module(module).cases():
+        # imported as "bench_<module>": the name "<module>" belongs to the topic's own module
+        spec = importlib.util.spec_from_file_location(f"bench_{module}", HERE / f"{module}.py")
+        cases = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(cases)
+        for case in cases.cases():
             ours, theirs = milliseconds(case.ours), milliseconds(case.theirs)
             print(f"{module + ': ' + case.name:48} {ours:9.3f} {theirs:9.3f} {ours / theirs:7.2f}")
 
