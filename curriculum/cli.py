@@ -32,7 +32,7 @@ def _final_text(text: str) -> str:
 
 def _coalesce(outputs: list) -> list:
     """Merge consecutive stream outputs of the same stream, as a terminal would show them (progress
-    bars redraw with carriage returns: only their final state is kept)."""
+    bars redraw with carriage returns: only their final state is kept; blank remains are dropped)."""
     merged: list = []
     for output in outputs:
         if output.get("output_type") == "stream" and merged and merged[-1].get("output_type") == "stream" \
@@ -43,7 +43,7 @@ def _coalesce(outputs: list) -> list:
     for output in merged:
         if output.get("output_type") == "stream":
             output["text"] = _final_text(output["text"])
-    return merged
+    return [o for o in merged if o.get("output_type") != "stream" or o["text"].strip()]
 
 
 def execute(topic: registry.Topic, *, in_place: bool, timeout: int) -> Path:

@@ -27,7 +27,8 @@ def test_bad_names_are_clear_errors(capsys, monkeypatch):
 def test_progress_output_keeps_what_a_terminal_shows():
     outputs = [{"output_type": "stream", "name": "stderr", "text": " 10%|#  | 1/10\r"},
                {"output_type": "stream", "name": "stderr", "text": "100%|###| 10/10\n"},
-               {"output_type": "stream", "name": "stdout", "text": "done\n"}]
+               {"output_type": "stream", "name": "stdout", "text": "done\n"},
+               {"output_type": "stream", "name": "stderr", "text": "\n"}]
     merged = cli._coalesce(outputs)
     assert [o["text"] for o in merged] == ["100%|###| 10/10\n", "done\n"]
 
