@@ -54,21 +54,21 @@ def execute(topic: registry.Topic, *, in_place: bool, timeout: int) -> Path:
     """
     import nbformat
     from nbclient import NotebookClient
-    from nbclient.exceptions import CellExecutionError
+    from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
     nb = nbformat.read(topic.notebook, as_version=4)
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
                             resources={"metadata": {"path": str(topic.path)}})
     target = topic.notebook if in_place else RUNS / topic.folder / topic.notebook.name
     target.parent.mkdir(parents=True, exist_ok=True)
-    error: CellExecutionError | None = None
+    error: Exception | None = None
     start = time.perf_counter()
     with client.setup_kernel():
         code_cells = [(i, c) for i, c in enumerate(nb.cells) if c.cell_type == "code"]
         for index, cell in tqdm(code_cells, desc=f"{topic.folder} [{profile()}]", unit="cell"):
             try:
                 client.execute_cell(cell, index)
-            except CellExecutionError as e:
+            except (CellExecutionError, CellTimeoutError, DeadKernelError) as e:
                 error = e
                 break
             cell.outputs = _coalesce(cell.outputs)

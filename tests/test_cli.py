@@ -61,3 +61,10 @@ def test_execute_keeps_the_failing_notebook_to_read(tmp_path):
         cli.execute(FakeTopic(tmp_path), in_place=True, timeout=120)
     nb = nbformat.read(tmp_path / "fake.ipynb", as_version=4)
     assert nb.cells[1].outputs[0]["ename"] == "ValueError" and nb.cells[2].execution_count is None
+
+
+def test_execute_reports_a_cell_that_runs_past_its_timeout(tmp_path):
+    write_notebook(tmp_path / "fake.ipynb", "import time; time.sleep(30)")
+    with pytest.raises(RuntimeError, match="failed after"):
+        cli.execute(FakeTopic(tmp_path), in_place=True, timeout=2)
+    assert (tmp_path / "fake.ipynb").exists()
