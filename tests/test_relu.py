@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import curriculum
+from parity import value_and_grad
 
 relu = curriculum.load_topic("relu")
 CLOSE = dict(rtol=1e-12, atol=1e-15)
@@ -21,14 +22,6 @@ def inputs() -> torch.Tensor:
     special = torch.tensor([0.0, -0.0, 1e-300, -1e-300, 1e-8, -1e-8, 19.9, 20.0, 20.1, 40.0, -40.0, 700.0, -700.0,
                             800.0, -800.0], dtype=torch.float64)
     return torch.cat([torch.randn(500, dtype=torch.float64) * 5, special])
-
-
-def value_and_grad(fn, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    x = x.clone().requires_grad_(True)
-    y = fn(x)
-    weights = torch.linspace(-1, 1, len(x), dtype=x.dtype)  # a non-uniform upstream gradient
-    (grad,) = torch.autograd.grad((y * weights).sum(), x)
-    return y.detach(), grad
 
 
 @pytest.mark.parametrize("ours, theirs", [
