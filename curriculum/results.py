@@ -43,5 +43,6 @@ def save_results(name: str, headline: str, metrics: dict[str, float]) -> None:
     with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as f:
         json.dump(results, f, indent=2, sort_keys=True)
         f.write("\n")
+    os.chmod(f.name, 0o644)  # a temporary file is created private; results are for everyone to read
     os.replace(f.name, path)
     print(f"[results] {run}: {headline}")
