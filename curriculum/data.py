@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
 import io
 import os
 import struct
 import tarfile
+import tempfile
 import time
 import urllib.error
 import urllib.request
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,8 +83,28 @@ class ImageData:
 
 # --- where files come from ---------------------------------------------------------------
 
+_warned: set[str] = set()
+_standins: list[str] = []
+
+
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        print(f"[data] warning: {message}")
+
+
 def search_path() -> list[Path]:
-    return [Path(p).expanduser() for p in os.environ.get(DATA_PATH_VARIABLE, "").split(os.pathsep) if p]
+    """The existing folders of ``$CURRICULUM_DATA``; an entry that is not a folder gets a warning."""
+    folders = []
+    for entry in os.environ.get(DATA_PATH_VARIABLE, "").split(os.pathsep):
+        if not entry:
+            continue
+        folder = Path(entry).expanduser()
+        if folder.is_dir():
+            folders.append(folder)
+        else:
+            _warn_once(f"${DATA_PATH_VARIABLE} names {entry}, which is not a folder; it is ignored")
+    return folders
 
 
 def cache_dir() -> Path:
@@ -89,8 +112,44 @@ def cache_dir() -> Path:
     return Path(os.environ.get(CACHE_VARIABLE, default)).expanduser()
 
 
+def writable_cache() -> Path | None:
+    """The cache folder if it can be created and written to; otherwise ``None``, after one warning."""
+    folder = cache_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder):
+            pass
+        return folder
+    except OSError as e:
+        _warn_once(f"the cache folder {display(folder)} cannot be used ({e.strerror or e}); downloads are skipped. "
+                   f"Set ${CACHE_VARIABLE} to a writable folder.")
+        return None
+
+
 def offline() -> bool:
-    return os.environ.get(OFFLINE_VARIABLE, "") not in ("", "0")
+    """``$CURRICULUM_OFFLINE`` set to anything but empty, 0, false, no or off."""
+    return os.environ.get(OFFLINE_VARIABLE, "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def can_download() -> bool:
+    return not offline() and writable_cache() is not None
+
+
+def display(path: Path) -> str:
+    """A path as a reader should see it: relative to the search-path entry or the cache it is in."""
+    path = Path(path)
+    for prefix, folders in ((f"${DATA_PATH_VARIABLE}", search_path()), ("$CURRICULUM_CACHE" if os.environ.get(
+            CACHE_VARIABLE) else "~/.cache/curriculum", [cache_dir()])):
+        for folder in folders:
+            if path == folder or folder in path.parents:
+                return f"{prefix}/{path.relative_to(folder)}".rstrip("/.")
+    home = Path.home()
+    return f"~/{path.relative_to(home)}" if home in path.parents else str(path)
+
+
+def used_standins() -> list[str]:
+    """The datasets this process has replaced by a stand-in (results from such runs are not recorded)."""
+    return list(_standins)
 
 
 def md5sum(path: Path) -> str:
@@ -106,7 +165,7 @@ def verify(path: Path, md5: str, dataset: str) -> Path:
     actual = md5sum(path)
     if actual != md5:
         raise DataError(
-            f"{path} is corrupted or truncated (MD5 {actual}, expected {md5}). "
+            f"{display(path)} is corrupted or truncated (MD5 {actual}, expected {md5}). "
             f"Delete it and run `curriculum prefetch {dataset}` (or replace it with the published file)."
         )
     return path
@@ -122,44 +181,67 @@ def find(relative: str, md5: str, dataset: str) -> Path | None:
 
 
 def download(url: str, dest: Path, md5: str | None = None, *, timeout: float = 30.0, retries: int = 3) -> Path:
-    """Download ``url`` to ``dest`` atomically (a ``.part`` file renamed once complete and verified)."""
+    """Download ``url`` to ``dest`` atomically (a ``.part`` file renamed once complete and verified).
+
+    No ``.part`` file survives any failure, an interrupt (Ctrl-C) included.
+    """
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     error: Exception | None = None
-    for attempt in range(retries + 1):
-        try:
-            request = urllib.request.Request(url, headers={"User-Agent": "curriculum"})
-            with urllib.request.urlopen(request, timeout=timeout) as response, open(part, "wb") as f:
-                while chunk := response.read(1 << 20):
-                    f.write(chunk)
-            if md5 is not None and (actual := md5sum(part)) != md5:
-                raise DataError(f"download of {url} has MD5 {actual}, expected {md5}")
-            os.replace(part, dest)
-            return dest
-        except (OSError, DataError) as e:  # URLError, timeouts and HTTP errors are OSErrors
-            error = e
-            part.unlink(missing_ok=True)
-            if attempt < retries:
-                time.sleep(min(2 ** attempt, 8))
-    raise DataError(f"could not download {url} after {retries + 1} attempts ({error}). Check the "
+    try:
+        for attempt in range(retries + 1):
+            try:
+                request = urllib.request.Request(url, headers={"User-Agent": "curriculum"})
+                with urllib.request.urlopen(request, timeout=timeout) as response, open(part, "wb") as f:
+                    expected = response.headers.get("Content-Length")
+                    while chunk := response.read(1 << 20):
+                        f.write(chunk)
+                if expected is not None and part.stat().st_size != int(expected):
+                    raise DataError(f"download of {url} stopped after {part.stat().st_size:,} of {int(expected):,} bytes")
+                if md5 is not None and (actual := md5sum(part)) != md5:
+                    raise DataError(f"download of {url} has MD5 {actual}, expected {md5}")
+                os.replace(part, dest)
+                return dest
+            except (OSError, DataError, http.client.HTTPException) as e:  # URLError, timeouts, HTTP errors
+                error = e
+                part.unlink(missing_ok=True)
+                if attempt < retries:
+                    time.sleep(min(2 ** attempt, 8))
+    finally:
+        part.unlink(missing_ok=True)
+    raise DataError(f"could not download {url} after {retries + 1} attempts ({_reason(error)}). Check the "
                     f"connection, or put the file on the data search path ${DATA_PATH_VARIABLE}.")
 
 
-def _first_line(error: Exception) -> str:
-    return f"{type(error).__name__}: {(str(error).splitlines() or ['?'])[0][:150]}"
+def _reason(error: Exception | None) -> str:
+    """A failure in plain words: the innermost reason of a URLError, without the class names."""
+    reason = getattr(error, "reason", error)
+    return str(getattr(reason, "strerror", None) or reason).splitlines()[0][:150] if reason else "unknown error"
 
 
-def _announce(dataset: str, source: str) -> str:
+def _announce(dataset: str, source: str, *, standin: bool = False) -> str:
+    if standin:
+        _standins.append(dataset)
+        source = f"STAND-IN: {source}"
     print(f"[data] {dataset}: {source}")
     return source
 
 
+_download_errors: dict[str, str] = {}
+
+
+def _download_failed(dataset: str, error: Exception) -> None:
+    _download_errors[dataset] = _reason(error)
+    print(f"[data] {dataset}: download failed ({_reason(error)}); using what is on disk instead")
+
+
 def _not_found(dataset: str, files: str) -> DataNotFound:
+    how = ("downloads are disabled by $CURRICULUM_OFFLINE" if offline() else "the download failed")
     return DataNotFound(
         f"{dataset} not found: no {files} on the data search path ${DATA_PATH_VARIABLE} "
-        f"({os.environ.get(DATA_PATH_VARIABLE, 'unset')}) or in the cache {cache_dir()}, and the download "
-        f"failed or is disabled by ${OFFLINE_VARIABLE}. Connect to the internet and run `curriculum prefetch "
-        f"{dataset}`, or point ${DATA_PATH_VARIABLE} at a folder holding the files."
+        f"({os.environ.get(DATA_PATH_VARIABLE) or 'unset'}) or in the cache {display(cache_dir())}, and {how}. "
+        f"Connect to the internet and run `curriculum prefetch {dataset}`, or point ${DATA_PATH_VARIABLE} at a "
+        "folder holding the files."
     )
 
 
@@ -210,8 +292,9 @@ def _digits_standin(seed: int) -> ImageData:
     x = F.pad(F.interpolate(x, size=(20, 20), mode="bilinear", align_corners=False), (4, 4, 4, 4)).clamp(0, 1)
     y = torch.tensor(digits.target, dtype=torch.int64)
     train, test = stratified_split(y, test_size=360, seed=seed)
-    source = _announce("mnist", f"STAND-IN: scikit-learn's 8x8 digits upsampled to 28x28 ({len(train):,} train / "
-                                f"{len(test)} test); MNIST itself was not found and could not be downloaded")
+    source = _announce("mnist", f"scikit-learn's 8x8 digits upsampled to 28x28 ({len(train):,} train / "
+                                f"{len(test)} test); MNIST itself was not found and could not be downloaded",
+                       standin=True)
     return ImageData(x[train], y[train], x[test], y[test], tuple(str(i) for i in range(10)), source)
 
 
@@ -222,7 +305,7 @@ def mnist(*, standin: bool = True, seed: int = 0) -> ImageData:
     10,000 test images (the offline copy), a stratified seeded 8,000/2,000 split of those.
     """
     files = _mnist_files()
-    if not all(files.values()) and not offline():
+    if not all(files.values()) and can_download():
         try:
             from torchvision.datasets import MNIST
 
@@ -230,16 +313,16 @@ def mnist(*, standin: bool = True, seed: int = 0) -> ImageData:
                 MNIST(cache_dir(), train=train, download=True)
             files = _mnist_files()
         except Exception as e:  # torchvision raises RuntimeError/URLError when every mirror fails
-            print(f"[data] mnist: could not download the full dataset ({_first_line(e)})")
+            _download_failed("mnist", e)
     if all(files.values()):
         x_train, y_train, x_test, y_test = (read_idx(files[n]) for n in MNIST_MD5)
-        source = _announce("mnist", f"official split 60,000 train / 10,000 test from {files['t10k-images-idx3-ubyte.gz'].parent}")
+        source = _announce("mnist", f"official split 60,000 train / 10,000 test from {display(files['t10k-images-idx3-ubyte.gz'].parent)}")
     elif files["t10k-images-idx3-ubyte.gz"] and files["t10k-labels-idx1-ubyte.gz"]:
         x, y = read_idx(files["t10k-images-idx3-ubyte.gz"]), read_idx(files["t10k-labels-idx1-ubyte.gz"])
         train, test = stratified_split(y.long(), test_size=len(y) // 5, seed=seed)
         x_train, y_train, x_test, y_test = x[train], y[train], x[test], y[test]
         source = _announce("mnist", f"the {len(y):,} official test images from "
-                                    f"{files['t10k-images-idx3-ubyte.gz'].parent}, split {len(train):,} train / "
+                                    f"{display(files['t10k-images-idx3-ubyte.gz'].parent)}, split {len(train):,} train / "
                                     f"{len(test):,} held out (stratified, seed {seed}); "
                                     "the 60,000 training images are not available")
     elif standin:
@@ -269,12 +352,32 @@ def _read_jpeg_tar(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     return x, torch.tensor(labels, dtype=torch.int64)
 
 
-def cifar10() -> ImageData:
+def _cifar10_standin(seed: int) -> ImageData:
+    """scikit-learn's 8x8 digits as 32x32 colour images: each digit in a random colour on a random
+    colour, with noise; ten classes like CIFAR-10's, far easier than CIFAR-10, always announced."""
+    from sklearn.datasets import load_digits
+
+    g = torch.Generator().manual_seed(seed)
+    digits = load_digits()
+    shape = F.interpolate(torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0, size=(32, 32),
+                          mode="bilinear", align_corners=False)  # N x 1 x 32 x 32
+    n = len(shape)
+    ink, paper = torch.rand(n, 3, 1, 1, generator=g), torch.rand(n, 3, 1, 1, generator=g)
+    x = (shape * ink + (1 - shape) * paper + 0.05 * torch.randn(n, 3, 32, 32, generator=g)).clamp(0, 1)
+    y = torch.tensor(digits.target, dtype=torch.int64)
+    train, test = stratified_split(y, test_size=360, seed=seed)
+    source = _announce("cifar10", f"scikit-learn's digits as 32x32 colour images ({len(train):,} train / {len(test)} "
+                                  "test); CIFAR-10 was not found and could not be downloaded", standin=True)
+    return ImageData(x[train], y[train], x[test], y[test], tuple(str(i) for i in range(10)), source)
+
+
+def cifar10(*, standin: bool = True, seed: int = 0) -> ImageData:
     """CIFAR-10 as ``N x 3 x 32 x 32`` floats in [0, 1].
 
     The official 50,000/10,000 split through torchvision (cache or download); offline, the JPEG
-    copies on the search path: 10,000 training images (1,000 a class) and the 10,000 test images.
-    There is no stand-in: a caller that can live without CIFAR-10 catches ``DataNotFound``.
+    copies on the search path: 10,000 training images (1,000 a class) and the 10,000 test images,
+    each shuffled with ``seed`` (the files are sorted by class). With neither and ``standin``:
+    coloured digits, announced as a stand-in.
     """
     tars = {name: next((p for d in search_path() if (p := d / "cifar10" / name).is_file()), None)
             for name in CIFAR10_TARS}
@@ -282,17 +385,21 @@ def cifar10() -> ImageData:
         x_train, y_train = _read_jpeg_tar(verify(tars["cifar10-train-jpg-first1000perclass.tar"],
                                                  CIFAR10_TARS["cifar10-train-jpg-first1000perclass.tar"], "cifar10"))
         x_test, y_test = _read_jpeg_tar(verify(tars["cifar10-test-jpg.tar"], CIFAR10_TARS["cifar10-test-jpg.tar"], "cifar10"))
-        source = _announce("cifar10", f"JPEG copies from {tars['cifar10-test-jpg.tar'].parent}: 10,000 of the 50,000 "
-                                      "training images (1,000 a class) and the 10,000 test images")
-        return ImageData(x_train, y_train, x_test, y_test, CIFAR10_CLASSES, source)
+        source = _announce("cifar10", f"JPEG copies from {display(tars['cifar10-test-jpg.tar'].parent)}: 10,000 of "
+                                      "the 50,000 training images (1,000 a class) and the 10,000 test images")
+        g = torch.Generator().manual_seed(seed)
+        train, test = torch.randperm(len(y_train), generator=g), torch.randperm(len(y_test), generator=g)
+        return ImageData(x_train[train], y_train[train], x_test[test], y_test[test], CIFAR10_CLASSES, source)
     from torchvision.datasets import CIFAR10
 
     try:
-        train, test = (CIFAR10(cache_dir(), train=t, download=not offline()) for t in (True, False))
-    except Exception as e:
-        raise _not_found("cifar10", "cifar10/cifar10-*-jpg*.tar") from e
+        train, test = (CIFAR10(cache_dir(), train=t, download=can_download()) for t in (True, False))
+    except Exception as e:  # torchvision raises RuntimeError for missing files and URLError for failed downloads
+        if not standin:
+            raise _not_found("cifar10", "cifar10/cifar10-*-jpg*.tar") from e
+        return _cifar10_standin(seed)
     as_float = lambda d: torch.from_numpy(d.data).permute(0, 3, 1, 2).float().div(255)  # noqa: E731
-    source = _announce("cifar10", f"official split 50,000 train / 10,000 test (torchvision, {cache_dir()})")
+    source = _announce("cifar10", f"official split 50,000 train / 10,000 test (torchvision, {display(cache_dir())})")
     return ImageData(as_float(train), torch.tensor(train.targets), as_float(test), torch.tensor(test.targets),
                      CIFAR10_CLASSES, source)
 
@@ -302,13 +409,13 @@ def cifar10() -> ImageData:
 def tiny_shakespeare(*, standin: bool = True) -> str:
     """The 1,115,394-character Tiny Shakespeare corpus (stand-in: Python's standard-library source)."""
     path = find("tinyshakespeare/input.txt", SHAKESPEARE_MD5, "tinyshakespeare")
-    if path is None and not offline():
+    if path is None and can_download():
         try:
             path = download(SHAKESPEARE_URL, cache_dir() / "tinyshakespeare" / "input.txt", SHAKESPEARE_MD5, retries=2)
         except DataError as e:
-            print(f"[data] tinyshakespeare: {e}")
+            _download_failed("tinyshakespeare", e)
     if path is not None:
-        _announce("tinyshakespeare", f"Tiny Shakespeare from {path}")
+        _announce("tinyshakespeare", f"Tiny Shakespeare from {display(path)}")
         return path.read_text(encoding="utf-8")
     if not standin:
         raise _not_found("tinyshakespeare", "tinyshakespeare/input.txt")
@@ -316,8 +423,8 @@ def tiny_shakespeare(*, standin: bool = True) -> str:
 
     root = Path(stdlib_module.__file__).parents[1]
     text = "".join(p.read_text(encoding="utf-8", errors="replace") for p in sorted(root.glob("*.py"))[:60])[:1_000_000]
-    _announce("tinyshakespeare", f"STAND-IN: {len(text):,} characters of Python's standard-library source "
-                                 f"from {root}; Tiny Shakespeare was not found and could not be downloaded")
+    _announce("tinyshakespeare", f"{len(text):,} characters of Python's standard-library source; Tiny "
+                                 "Shakespeare was not found and could not be downloaded", standin=True)
     return text
 
 
@@ -356,19 +463,19 @@ def multi30k(*, standin: bool = True, seed: int = 0) -> dict[str, list[tuple[str
                 return f.read().splitlines()
         pairs = {split: list(zip(lines(f"{stem}.en.gz"), lines(f"{stem}.de.gz"), strict=True))
                  for split, stem in MULTI30K_SPLITS.items()}
-        _announce("multi30k", f"Multi30k from {files['train.en.gz'].parent}: " +
+        _announce("multi30k", f"Multi30k from {display(files['train.en.gz'].parent)}: " +
                   " / ".join(f"{len(v):,} {k}" for k, v in pairs.items()))
         return pairs
-    if not offline():
+    if can_download():
         try:
             return multi30k_from_hub(MULTI30K_HUB)
         except Exception as e:  # the hub raises connection errors of several kinds
-            print(f"[data] multi30k: download failed ({_first_line(e)})")
+            _download_failed("multi30k", e)
     if not standin:
         raise _not_found("multi30k", "multi30k/{train,val,test_2016_flickr}.{en,de}.gz")
     pairs = _multi30k_standin(seed)
-    _announce("multi30k", "STAND-IN: generated English-German sentence pairs from a 30-word lexicon "
-                          "(5,000 / 500 / 500); Multi30k was not found and could not be downloaded")
+    _announce("multi30k", "generated English-German sentence pairs from a 30-word lexicon "
+                          "(5,000 / 500 / 500); Multi30k was not found and could not be downloaded", standin=True)
     return pairs
 
 
@@ -383,6 +490,130 @@ def multi30k_from_hub(repository: str) -> dict[str, list[tuple[str, str]]]:
     _announce("multi30k", f"Multi30k through Hugging Face datasets ({repository}): " +
               " / ".join(f"{len(v):,} {k}" for k, v in pairs.items()))
     return pairs
+
+
+# --- Project Gutenberg books (word2vec, language models) -----------------------------------
+
+GUTENBERG_URL = "https://raw.githubusercontent.com/nltk/nltk_data/gh-pages/packages/corpora/gutenberg.zip"
+GUTENBERG_MD5 = {
+    "austen-emma.txt": "078eb921a6d1704d1a6000b51c9bcceb", "austen-persuasion.txt": "ceb6d4e0408c3b8ad0345cda7de88f2b",
+    "austen-sense.txt": "669917f7b59ca9beaf929fb9c86960bf", "blake-poems.txt": "897081bd84d4115633fee5020ad07e09",
+    "chesterton-ball.txt": "3302a27164fe0e1b6ca34d3cf1a52969", "chesterton-brown.txt": "3a6812aea07589c8a95cd07eb2ed7f7c",
+    "chesterton-thursday.txt": "b7c2386825f4bfc99522aa6d84c5cef2",
+    "melville-moby_dick.txt": "bcb82ed43371f2a3ede275f7cdb3e8d7", "milton-paradise.txt": "c80681444cfbf46a481ca26b8e94b5c3",
+    "shakespeare-caesar.txt": "3c6889aca9e29c591aa564451311dc93",
+    "shakespeare-hamlet.txt": "73207c9daaf0fed7b209783922f55568",
+    "shakespeare-macbeth.txt": "22fc96e45930fda8fbde0c8018569b01", "whitman-leaves.txt": "b97e2b38f22ea561eb9bd6797e0e4598",
+}
+
+
+def _fetch_gutenberg() -> None:
+    """Download NLTK's Gutenberg corpus and extract the 13 books into the cache (each checked by MD5)."""
+    folder = cache_dir() / "gutenberg"
+    archive = download(GUTENBERG_URL, folder / "gutenberg.zip", retries=2)
+    try:
+        with zipfile.ZipFile(archive) as z:
+            for name, md5 in GUTENBERG_MD5.items():
+                part = folder / f"{name}.part"
+                part.write_bytes(z.read(f"gutenberg/{name}"))
+                if md5sum(part) != md5:
+                    part.unlink()
+                    raise DataError(f"{name} in {GUTENBERG_URL} does not have the expected MD5 {md5}")
+                os.replace(part, folder / name)
+    except (zipfile.BadZipFile, KeyError) as e:
+        raise DataError(f"{GUTENBERG_URL} is not the expected zip archive ({e})") from e
+    finally:
+        archive.unlink(missing_ok=True)
+
+
+def gutenberg(*, standin: bool = True) -> dict[str, str]:
+    """Thirteen public-domain books (NLTK's Gutenberg selection without the Bible): ``{"austen-emma": text, ...}``.
+
+    Read as Latin-1 (a few bytes are not ASCII) with Windows line ends made ``\\n``. Stand-in: the
+    300 news articles of ``lee_background.cor`` that ship inside gensim.
+    """
+    files = {name: find(f"gutenberg/{name}", md5, "gutenberg") for name, md5 in GUTENBERG_MD5.items()}
+    if not all(files.values()) and can_download():
+        try:
+            _fetch_gutenberg()
+            files = {name: find(f"gutenberg/{name}", md5, "gutenberg") for name, md5 in GUTENBERG_MD5.items()}
+        except DataError as e:
+            _download_failed("gutenberg", e)
+    if all(files.values()):
+        books = {name.removesuffix(".txt"): path.read_bytes().decode("latin-1").replace("\r\n", "\n")
+                 for name, path in files.items()}
+        words = sum(len(text.split()) for text in books.values())
+        _announce("gutenberg", f"{len(books)} Gutenberg books from {display(files['austen-emma.txt'].parent)} "
+                               f"({words:,} words)")
+        return books
+    if not standin:
+        raise _not_found("gutenberg", "gutenberg/*.txt")
+    import gensim.test.utils
+
+    text = Path(gensim.test.utils.datapath("lee_background.cor")).read_text(encoding="utf-8")
+    _announce("gutenberg", f"gensim's lee_background.cor, 300 news articles ({len(text.split()):,} words); the "
+                           "Gutenberg books were not found and could not be downloaded", standin=True)
+    return {"lee_background": text}
+
+
+# --- Sentence polarity (rt-polarity) ------------------------------------------------------
+
+RT_POLARITY_MD5 = {"rt-polarity.pos": "819e2ab972d5f1314804c62921cf21a8", "rt-polarity.neg": "efd38e162b1a4ede8fbf024de182eb4a"}
+RT_POLARITY_HUB = "cornell-movie-review-data/rotten_tomatoes"
+
+
+def _polarity_standin(seed: int) -> list[tuple[str, int]]:
+    """Generated one-line reviews whose label follows from a small lexicon of opinion words."""
+    rng = np.random.default_rng(seed)
+    good = ["wonderful", "moving", "funny", "sharp", "beautiful", "smart", "gripping", "charming"]
+    bad = ["dull", "tedious", "clumsy", "flat", "boring", "silly", "lifeless", "muddled"]
+    subjects = ["the film", "this movie", "the script", "the cast", "the story", "its ending"]
+    rows = []
+    for i in range(2000):
+        label = i % 2
+        words = rng.choice(good if label else bad, size=2, replace=False)
+        rows.append((f"{rng.choice(subjects)} is {words[0]} and {words[1]} .", label))
+    return rows
+
+
+def rt_polarity(*, standin: bool = True, seed: int = 0) -> dict[str, list[tuple[str, int]]]:
+    """Pang & Lee's sentence polarity data: ``{"train": [(sentence, label), ...], "val": ..., "test": ...}``.
+
+    5,331 positive (label 1) and 5,331 negative (label 0) lower-cased, tokenised review snippets. The
+    data has no official split: a stratified split 80/10/10 seeded with ``seed``.
+    """
+    files = {name: find(f"rt-polarity/{name}", md5, "rt_polarity") for name, md5 in RT_POLARITY_MD5.items()}
+    rows: list[tuple[str, int]] | None = None
+    if all(files.values()):
+        rows = [(line, label) for name, label in (("rt-polarity.neg", 0), ("rt-polarity.pos", 1))
+                for line in files[name].read_text(encoding="utf-8").splitlines() if line.strip()]
+        where = display(files["rt-polarity.pos"].parent)
+    elif can_download():
+        try:
+            from datasets import load_dataset
+
+            hub = load_dataset(RT_POLARITY_HUB, cache_dir=str(cache_dir() / "huggingface"))
+            rows = [(r["text"], int(r["label"])) for split in ("train", "validation", "test") for r in hub[split]]
+            where = f"Hugging Face datasets ({RT_POLARITY_HUB})"
+        except Exception as e:  # the hub raises connection errors of several kinds
+            _download_failed("rt_polarity", e)
+    standin_used = rows is None
+    if standin_used:
+        if not standin:
+            raise _not_found("rt_polarity", "rt-polarity/rt-polarity.{pos,neg}")
+        rows = _polarity_standin(seed)
+    labels = torch.tensor([label for _, label in rows])
+    rest, test = stratified_split(labels, test_size=len(rows) // 10, seed=seed)
+    train_part, val_part = stratified_split(labels[rest], test_size=len(rows) // 10, seed=seed)
+    train, val = rest[train_part], rest[val_part]
+    splits = {name: [rows[i] for i in idx.tolist()] for name, idx in (("train", train), ("val", val), ("test", test))}
+    sizes = " / ".join(f"{len(v):,} {k}" for k, v in splits.items())
+    if standin_used:
+        _announce("rt_polarity", f"generated one-line reviews ({sizes}); the sentence polarity data was not found "
+                                 "and could not be downloaded", standin=True)
+    else:
+        _announce("rt_polarity", f"sentence polarity v1.0 from {where}: {sizes} (stratified split, seed {seed})")
+    return splits
 
 
 # --- Synthetic shapes and Oxford-IIIT Pet (segmentation) -----------------------------------
@@ -425,7 +656,7 @@ def oxford_pets(*, size: int = 64, split: str = "trainval") -> tuple[torch.Tenso
     for root in roots:
         try:
             dataset = OxfordIIITPet(root, split=split, target_types="segmentation",
-                                    download=root == cache_dir() and not offline())
+                                    download=root == cache_dir() and can_download())
             break
         except Exception as e:  # missing files and failed downloads both land here
             error = e
@@ -436,17 +667,52 @@ def oxford_pets(*, size: int = 64, split: str = "trainval") -> tuple[torch.Tenso
         images.append(resize(pil_to_tensor(image.convert("RGB")), [size, size], antialias=True).float() / 255)
         trimap = resize(pil_to_tensor(trimap), [size, size], interpolation=0)[0]  # nearest
         masks.append((trimap != 2).long())  # trimap: 1 pet, 2 background, 3 border
-    _announce("oxford_pets", f"Oxford-IIIT Pet ({split}, {len(images):,} images) from {root}")
+    _announce("oxford_pets", f"Oxford-IIIT Pet ({split}, {len(images):,} images) from {display(root)}")
     return torch.stack(images), torch.stack(masks)
 
 
-DATASETS = {"mnist": lambda: mnist(standin=False), "cifar10": cifar10,
-            "tinyshakespeare": lambda: tiny_shakespeare(standin=False),
-            "multi30k": lambda: multi30k(standin=False), "oxford_pets": oxford_pets}
+DATASETS = {"mnist": lambda: mnist(standin=False), "cifar10": lambda: cifar10(standin=False),
+            "tinyshakespeare": lambda: tiny_shakespeare(standin=False), "multi30k": lambda: multi30k(standin=False),
+            "gutenberg": lambda: gutenberg(standin=False), "rt_polarity": lambda: rt_polarity(standin=False),
+            "oxford_pets": oxford_pets}
+# The files that make a dataset complete, relative to a search-path folder or the cache.
+COMPLETE = {"mnist": [f"mnist/{n}" for n in MNIST_MD5], "cifar10": [f"cifar10/{n}" for n in CIFAR10_TARS],
+            "tinyshakespeare": ["tinyshakespeare/input.txt"], "multi30k": [f"multi30k/{n}" for n in MULTI30K_MD5],
+            "gutenberg": [f"gutenberg/{n}" for n in GUTENBERG_MD5],
+            "rt_polarity": [f"rt-polarity/{n}" for n in RT_POLARITY_MD5], "oxford_pets": ["oxford-iiit-pet"]}
 
 
-def prefetch(name: str) -> None:
-    """Fill the cache with a dataset (for a GPU server without internet: run this, copy the cache)."""
+def _files_in(folder: Path) -> set[Path]:
+    return {p for p in folder.rglob("*") if p.is_file()} if folder.is_dir() else set()
+
+
+def prefetch(name: str) -> tuple[bool, str]:
+    """Fill the cache with a dataset (for a GPU server without internet: run this, copy the cache).
+
+    Returns ``(ok, what happened)``: already on the search path, fetched into the cache, or failed
+    with the reason. Success is claimed only for files that are really there.
+    """
     if name not in DATASETS:
         raise KeyError(f"unknown dataset {name!r}; choose from: {', '.join(DATASETS)}")
-    DATASETS[name]()
+    for folder in search_path():
+        if all((folder / f).exists() for f in COMPLETE[name]):
+            return True, f"already on the search path ({display(folder / COMPLETE[name][0]).rsplit('/', 1)[0]})"
+    if offline():
+        return False, f"not fetched: downloads are disabled by ${OFFLINE_VARIABLE}; unset it on a machine with internet"
+    cache = writable_cache()
+    if cache is None:
+        return False, f"not fetched: the cache {display(cache_dir())} cannot be written; set ${CACHE_VARIABLE}"
+    before = _files_in(cache)
+    _download_errors.pop(name, None)
+    try:
+        DATASETS[name]()
+    except Exception as e:  # every loader failure ends here with its reason; the next dataset still runs
+        reason = _download_errors.get(name) or _reason(e)
+        return False, f"failed: {reason}"
+    new = _files_in(cache) - before
+    if new:
+        size = sum(p.stat().st_size for p in new)
+        return True, f"fetched into {display(cache)} ({len(new)} files, {size / 1e6:.1f} MB)"
+    if name in _download_errors:
+        return False, f"failed: {_download_errors[name]}"
+    return True, f"already in the cache {display(cache)}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import platform
 import random
+import time
 from typing import TypeVar
 
 import numpy as np
@@ -19,6 +20,7 @@ import torch
 PROFILES = ("smoke", "cpu", "gpu")
 PROFILE_VARIABLE = "CURRICULUM_PROFILE"
 T = TypeVar("T")
+started: float | None = None  # when setup() ran: save_results records the wall time since
 
 
 def profile() -> str:
@@ -58,6 +60,8 @@ def seed_everything(seed: int = 0) -> torch.Generator:
 
 def setup(topic: str, seed: int = 0) -> torch.device:
     """Start a notebook: seed everything, print the profile, device and versions, return the device."""
+    global started
+    started = time.perf_counter()
     seed_everything(seed)
     dev = device()
     print(
