@@ -215,6 +215,8 @@ def download(url: str, dest: Path, md5: str | None = None, *, timeout: float = 3
 
 def _reason(error: Exception | None) -> str:
     """A failure in plain words: the innermost reason of a URLError, without the class names."""
+    if isinstance(error, urllib.error.HTTPError):
+        return f"HTTP {error.code} {error.reason}"
     reason = getattr(error, "reason", error)
     return str(getattr(reason, "strerror", None) or reason).splitlines()[0][:150] if reason else "unknown error"
 

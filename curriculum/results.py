@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
+from . import data as data_module
 from . import runtime
-from .data import used_standins
 from .registry import ROOT, topic
 from .runtime import profile
 
@@ -83,7 +83,7 @@ def save_results(name: str, headline: str, metrics: dict[str, float]) -> None:
         metrics["notebook_seconds"] = round(time.perf_counter() - runtime.started, 1)
     print(f"[results] {run}: {headline}")
     print(f"[metrics] {json.dumps(metrics, sort_keys=True)}")
-    standins = used_standins()
+    standins = data_module.used_standins()
     if standins:
         print(f"[results] trained on STAND-IN data ({', '.join(standins)}): never recorded in results.json")
     if run == "smoke":

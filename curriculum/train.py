@@ -6,6 +6,7 @@ Each topic writes its own ``step(batch) -> loss`` (hand-written backprop, autogr
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
@@ -43,8 +44,10 @@ class batches:  # noqa: N801 (used like a function: ``for x, y in batches(...)``
 
     def __init__(self, *tensors: torch.Tensor, batch_size: int, shuffle: bool = True,
                  generator: torch.Generator | None = None) -> None:
-        if len({len(t) for t in tensors}) != 1:
+        if not tensors or len({len(t) for t in tensors}) != 1:
             raise ValueError(f"tensors must have the same length, got {[len(t) for t in tensors]}")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         self.tensors, self.batch_size, self.shuffle, self.generator = tensors, batch_size, shuffle, generator
 
     def __len__(self) -> int:
@@ -78,12 +81,16 @@ def fit(step: Callable[[object], float | torch.Tensor | dict[str, float]],
         total = max_steps
     elif hasattr(data, "__len__"):
         total = epochs * len(data)
-    bar = tqdm(total=total, desc=desc, unit="step", leave=True, mininterval=1.0)
+    # standard output: standard error is drawn on a pink background in Jupyter and on GitHub
+    bar = tqdm(total=total, desc=desc, unit="step", leave=True, mininterval=1.0, file=sys.stdout)
     for epoch in range(epochs):
         epoch_losses: list[float] = []
         for batch in (data() if callable(data) else data):
             out = step(batch)
             metrics = out if isinstance(out, dict) else {"loss": out}
+            if metrics.get("loss") is None:
+                bar.close()
+                raise TypeError(f"step must return the batch loss or a dict with a 'loss' entry, got {out!r:.80}")
             metrics = {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in metrics.items()}
             if not math.isfinite(metrics["loss"]):
                 bar.close()
@@ -100,7 +107,11 @@ def fit(step: Callable[[object], float | torch.Tensor | dict[str, float]],
                 bar.set_postfix(loss=f"{metrics['loss']:.4f}", refresh=False)
             if max_steps is not None and n_step - first_step >= max_steps:
                 break
-        history.epochs["loss"].append(sum(epoch_losses) / max(len(epoch_losses), 1))
+        if not epoch_losses:
+            bar.close()
+            raise ValueError(f"the data yielded no batches in epoch {epoch}; check that it is not empty "
+                             "(a generator is used up after one pass: pass batches(...) or a list)")
+        history.epochs["loss"].append(sum(epoch_losses) / len(epoch_losses))
         if evaluate is not None:
             for k, v in evaluate().items():
                 history.epochs[k].append(float(v))
@@ -116,6 +127,8 @@ def fit(step: Callable[[object], float | torch.Tensor | dict[str, float]],
 def accuracy(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor,
              batch_size: int = 1000) -> float:
     """Fraction of ``x`` whose arg-max logit equals the label ``y`` (model moved to eval mode)."""
+    if len(x) == 0 or len(x) != len(y):
+        raise ValueError(f"accuracy needs as many labels as inputs, at least one: got {len(x)} inputs, {len(y)} labels")
     was_training = getattr(model, "training", False)
     if hasattr(model, "eval"):
         model.eval()

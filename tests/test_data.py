@@ -30,6 +30,8 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.setenv(data.DATA_PATH_VARIABLE, "")
     monkeypatch.setenv(data.CACHE_VARIABLE, str(tmp_path / "cache"))
     monkeypatch.setenv(data.OFFLINE_VARIABLE, "1")
+    monkeypatch.setattr(data, "_standins", [])
+    monkeypatch.setattr(data, "_warned", set())
     return tmp_path
 
 
@@ -67,7 +69,7 @@ def test_mnist_from_search_path_is_a_stratified_split(fake_mnist_test, monkeypat
     originals = {torch.tensor(img).flatten().tolist().__repr__(): int(lab) for img, lab in zip(images, labels)}
     for x, y in zip(d.x_test, d.y_test):
         assert originals[(x * 255).round().to(torch.int64).flatten().tolist().__repr__()] == int(y)
-    assert "search" in capsys.readouterr().out
+    assert "from $CURRICULUM_DATA/mnist" in capsys.readouterr().out
 
 
 def test_mnist_split_is_seeded(fake_mnist_test, monkeypatch):
@@ -215,9 +217,13 @@ def test_cifar10_from_jpeg_tars(isolated, monkeypatch):
     assert abs(d.x_train[0, 0].mean().item() - 200 / 255) < 0.05
 
 
-def test_cifar10_missing_offline(isolated):
+def test_cifar10_missing_offline(isolated, capsys):
     with pytest.raises(data.DataNotFound, match="cifar10"):
-        data.cifar10()
+        data.cifar10(standin=False)
+    d = data.cifar10()
+    assert d.source.startswith("STAND-IN") and "STAND-IN" in capsys.readouterr().out
+    assert d.x_train.shape[1:] == (3, 32, 32) and set(d.y_test.tolist()) == set(range(10))
+    assert "cifar10" in data.used_standins()
 
 
 def test_shapes_are_seeded_and_masks_match():
@@ -269,3 +275,147 @@ def test_download_is_verified_and_atomic(server, tmp_path):
 def test_prefetch_rejects_unknown_names():
     with pytest.raises(KeyError, match="choose from: mnist"):
         data.prefetch("imagenet")
+
+
+# --- offline behaviour, cache problems, paths shown to the reader --------------------------------
+
+def test_a_missing_search_path_folder_gets_a_warning(isolated, monkeypatch, capsys):
+    monkeypatch.setattr(data, "_warned", set())
+    monkeypatch.setenv(data.DATA_PATH_VARIABLE, str(isolated / "no-such-folder"))
+    assert data.search_path() == []
+    assert "no-such-folder, which is not a folder" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("value, offline", [("", False), ("0", False), ("false", False), ("False", False),
+                                            ("no", False), ("1", True), ("true", True), ("yes", True)])
+def test_offline_variable(monkeypatch, value, offline):
+    monkeypatch.setenv(data.OFFLINE_VARIABLE, value)
+    assert data.offline() is offline
+
+
+@pytest.mark.parametrize("loader", [data.mnist, data.tiny_shakespeare, data.multi30k, data.gutenberg,
+                                    data.rt_polarity, data.cifar10])
+def test_an_unusable_cache_gets_one_clear_message_and_the_stand_in(isolated, monkeypatch, capsys, loader):
+    monkeypatch.setattr(data, "_warned", set())
+    blocker = isolated / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv(data.CACHE_VARIABLE, str(blocker / "cache"))  # cannot be created: its parent is a file
+    monkeypatch.setenv(data.OFFLINE_VARIABLE, "0")  # online, but nothing may be downloaded into it
+    monkeypatch.setattr(data.urllib.request, "urlopen", lambda *a, **k: pytest.fail("no download without a cache"))
+    loader()
+    out = capsys.readouterr().out
+    assert out.count("cannot be used") == 1 and "Set $CURRICULUM_CACHE to a writable folder" in out
+    assert "STAND-IN" in out
+
+
+def test_an_interrupted_download_leaves_no_part_file(server, tmp_path, monkeypatch):
+    def interrupt(path):
+        assert path.name.endswith(".part") and path.exists()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(data, "md5sum", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        data.download(f"{server}/ok", tmp_path / "file.bin", "0" * 32, retries=0)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_paths_are_shown_relative_to_the_search_path_and_cache(isolated, monkeypatch):
+    (isolated / "s").mkdir()
+    monkeypatch.setenv(data.DATA_PATH_VARIABLE, str(isolated / "s"))
+    assert data.display(isolated / "s" / "mnist" / "x.gz") == "$CURRICULUM_DATA/mnist/x.gz"
+    assert data.display(isolated / "cache" / "mnist") == "$CURRICULUM_CACHE/mnist"
+    monkeypatch.delenv(data.CACHE_VARIABLE)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(isolated / "xdg"))
+    assert data.display(isolated / "xdg" / "curriculum" / "a") == "~/.cache/curriculum/a"
+
+
+# --- Gutenberg and rt-polarity ------------------------------------------------------------------
+
+def fake_gutenberg(isolated, monkeypatch):
+    folder = isolated / "s" / "gutenberg"
+    folder.mkdir(parents=True)
+    md5 = {}
+    for i, name in enumerate(data.GUTENBERG_MD5):
+        (folder / name).write_bytes(f"Book {i}\r\nCaf\xe9 line two\r\n".encode("latin-1"))
+        md5[name] = data.md5sum(folder / name)
+    monkeypatch.setattr(data, "GUTENBERG_MD5", md5)
+    monkeypatch.setenv(data.DATA_PATH_VARIABLE, str(isolated / "s"))
+    return folder
+
+
+def test_gutenberg_reads_latin1_and_crlf(isolated, monkeypatch, capsys):
+    fake_gutenberg(isolated, monkeypatch)
+    books = data.gutenberg()
+    assert len(books) == 13 and books["austen-emma"] == "Book 0\nCafé line two\n"
+    assert "$CURRICULUM_DATA/gutenberg" in capsys.readouterr().out and data.used_standins() == []
+
+
+def test_gutenberg_corrupted_book_is_named(isolated, monkeypatch):
+    folder = fake_gutenberg(isolated, monkeypatch)
+    (folder / "blake-poems.txt").write_text("something else")
+    with pytest.raises(data.DataError, match="blake-poems.txt is corrupted.*prefetch gutenberg"):
+        data.gutenberg()
+
+
+def test_gutenberg_standin_and_not_found(isolated, capsys):
+    with pytest.raises(data.DataNotFound, match="gutenberg"):
+        data.gutenberg(standin=False)
+    books = data.gutenberg()
+    assert list(books) == ["lee_background"] and len(books["lee_background"].split()) > 50_000
+    assert "STAND-IN" in capsys.readouterr().out and data.used_standins() == ["gutenberg"]
+
+
+def test_rt_polarity_split_is_stratified_and_seeded(isolated, monkeypatch, capsys):
+    folder = isolated / "s" / "rt-polarity"
+    folder.mkdir(parents=True)
+    (folder / "rt-polarity.pos").write_text("".join(f"good film {i} .\n" for i in range(100)))
+    (folder / "rt-polarity.neg").write_text("".join(f"bad film {i} .\n" for i in range(100)))
+    monkeypatch.setattr(data, "RT_POLARITY_MD5", {n: data.md5sum(folder / n) for n in data.RT_POLARITY_MD5})
+    monkeypatch.setenv(data.DATA_PATH_VARIABLE, str(isolated / "s"))
+    a, b, c = data.rt_polarity(seed=0), data.rt_polarity(seed=0), data.rt_polarity(seed=1)
+    assert {k: len(v) for k, v in a.items()} == {"train": 160, "val": 20, "test": 20}
+    assert a == b and a["test"] != c["test"]
+    assert sum(label for _, label in a["test"]) == 10  # half positive
+    everything = sorted(a["train"] + a["val"] + a["test"])
+    assert len(set(everything)) == 200 and all(label == text.startswith("good") for text, label in everything)
+    assert "STAND-IN" not in capsys.readouterr().out
+
+
+def test_rt_polarity_standin(isolated, capsys):
+    with pytest.raises(data.DataNotFound, match="rt_polarity"):
+        data.rt_polarity(standin=False)
+    splits = data.rt_polarity()
+    assert len(splits["train"]) == 1600 and "STAND-IN" in capsys.readouterr().out
+
+
+# --- prefetch -----------------------------------------------------------------------------------
+
+def test_prefetch_reports_the_search_path_and_offline(isolated, monkeypatch):
+    fake_gutenberg(isolated, monkeypatch)
+    ok, what = data.prefetch("gutenberg")
+    assert ok and "already on the search path ($CURRICULUM_DATA/gutenberg)" in what
+    ok, what = data.prefetch("mnist")
+    assert not ok and "disabled by $CURRICULUM_OFFLINE" in what and "prefetch" not in what
+
+
+def test_prefetch_never_claims_a_cache_it_did_not_fill(isolated, monkeypatch):
+    monkeypatch.setenv(data.OFFLINE_VARIABLE, "0")
+    monkeypatch.setattr(data, "DATASETS", {**data.DATASETS, "tinyshakespeare": lambda: None})
+    ok, what = data.prefetch("tinyshakespeare")  # the loader "succeeded" but put nothing in the cache
+    assert ok and what.startswith("already in the cache")
+
+    def fails():
+        data._download_failed("tinyshakespeare", OSError("Name or service not known"))
+        raise data._not_found("tinyshakespeare", "input.txt")
+
+    monkeypatch.setattr(data, "DATASETS", {**data.DATASETS, "tinyshakespeare": fails})
+    ok, what = data.prefetch("tinyshakespeare")
+    assert not ok and what == "failed: Name or service not known"
+
+    def fills():
+        (data.cache_dir() / "tinyshakespeare").mkdir(parents=True, exist_ok=True)
+        (data.cache_dir() / "tinyshakespeare" / "input.txt").write_text("text")
+
+    monkeypatch.setattr(data, "DATASETS", {**data.DATASETS, "tinyshakespeare": fills})
+    ok, what = data.prefetch("tinyshakespeare")
+    assert ok and what.startswith("fetched into $CURRICULUM_CACHE (1 files")

@@ -91,21 +91,75 @@ def test_plots_return_figures():
     assert cur.plots.smooth([1, 2, 3, 4], 2) == [1, 1.5, 2.5, 3.5]
 
 
-def test_results_are_recorded_per_profile(tmp_path, monkeypatch, capsys):
-    path = tmp_path / "results.json"
-    monkeypatch.setattr(results, "results_file", lambda name: path)
+def test_results_go_to_runs_with_the_notebook_time(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(results, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(results.data_module, "_standins", [])
     monkeypatch.setenv(runtime.PROFILE_VARIABLE, "smoke")
+    cur.setup("01-dnn")
     cur.save_results("01-dnn", "smoke result", {"acc": 0.5})
-    assert not path.exists() and "not recorded" in capsys.readouterr().out
+    assert not (tmp_path / "runs").exists() and "[results] smoke: smoke result" in capsys.readouterr().out
     monkeypatch.setenv(runtime.PROFILE_VARIABLE, "cpu")
     cur.save_results("01-dnn", "97% held-out", {"acc": 0.97})
-    monkeypatch.setenv(runtime.PROFILE_VARIABLE, "gpu")
-    cur.save_results("01-dnn", "98% test", {"acc": 0.98})
-    saved = json.loads(path.read_text())
-    assert saved["cpu"]["headline"] == "97% held-out" and saved["gpu"]["metrics"] == {"acc": 0.98}
-    path.write_text("{not json")
-    with pytest.raises(ValueError, match="not valid JSON"):
+    printed = capsys.readouterr().out
+    saved = json.loads((tmp_path / "runs" / "01-dnn" / "results.json").read_text())["cpu"]
+    assert saved["headline"] == "97% held-out" and saved["metrics"]["acc"] == 0.97
+    assert 0 <= saved["metrics"]["notebook_seconds"] < 60 and "standin" not in saved
+    assert "[results] cpu: 97% held-out" in printed
+    assert json.loads(printed.split("[metrics] ")[1].splitlines()[0]) == saved["metrics"]
+
+
+def test_a_run_on_stand_in_data_is_marked(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(results, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(results.data_module, "_standins", ["mnist"])
+    monkeypatch.setenv(runtime.PROFILE_VARIABLE, "cpu")
+    cur.save_results("01-dnn", "99%", {"acc": 0.99})
+    assert "STAND-IN" in capsys.readouterr().out
+    assert json.loads((tmp_path / "runs" / "01-dnn" / "results.json").read_text())["cpu"]["standin"] == ["mnist"]
+
+
+@pytest.mark.parametrize("content, problem", [("{not json", "not valid JSON"), ("[]", "must map profiles"),
+                                              ('{"cpu": {}}', "lacks headline and metrics"),
+                                              ('{"cpu": {"headline": "x"}}', "lacks metrics"),
+                                              ('{"smoke": {"headline": "x", "metrics": {"a": 1}}}', "unknown profile")])
+def test_bad_results_files_name_the_file_and_the_problem(tmp_path, monkeypatch, content, problem):
+    path = tmp_path / "results.json"
+    path.write_text(content)
+    monkeypatch.setattr(results, "results_file", lambda name: path)
+    with pytest.raises(ValueError, match=f"{path}.*{problem}|{path} {problem}"):
         cur.load_results("01-dnn")
+
+
+def test_save_figure_writes_under_runs(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    monkeypatch.setattr(results, "RUNS", tmp_path / "runs")
+    fig, _ = plt.subplots()
+    monkeypatch.setenv(runtime.PROFILE_VARIABLE, "smoke")
+    cur.save_figure(fig, "02-cnn")
+    assert not (tmp_path / "runs").exists()
+    monkeypatch.setenv(runtime.PROFILE_VARIABLE, "cpu")
+    cur.save_figure(fig, "02-cnn")
+    assert (tmp_path / "runs" / "02-cnn" / "02-cnn.png").read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize("size", [0, -3, 2.5])
+def test_batches_need_a_positive_size(size):
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        cur.batches(torch.zeros(4), batch_size=size)
+
+
+def test_fit_rejects_empty_data_and_steps_without_a_loss():
+    with pytest.raises(ValueError, match="no batches"):
+        cur.fit(lambda b: 1.0, [])
+    with pytest.raises(TypeError, match="'loss' entry"):
+        cur.fit(lambda b: {"accuracy": 1.0}, [0])
+    with pytest.raises(TypeError, match="'loss' entry"):
+        cur.fit(lambda b: None, [0])
+
+
+def test_accuracy_rejects_empty_input():
+    with pytest.raises(ValueError, match="at least one"):
+        cur.accuracy(torch.nn.Linear(2, 2), torch.zeros(0, 2), torch.zeros(0, dtype=torch.long))
 
 
 def test_registry_lookup():
