@@ -8,8 +8,10 @@ from __future__ import annotations
 import http.client
 import os
 import shutil
+import socket
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -21,6 +23,7 @@ from curriculum import registry
 from curriculum.registry import Paper
 
 PDF_MAGIC = b"%PDF-"
+PDF_END = b"%%EOF"  # a complete PDF ends with this marker (followed at most by a line end)
 USER_AGENT = "Mozilla/5.0 (compatible; deep-learning-curriculum paper fetcher)"
 
 
@@ -39,9 +42,10 @@ class FetchResult:
 class FetchError(Exception):
     """A download failed; the message says why. Transient failures are worth a retry."""
 
-    def __init__(self, reason: str, transient: bool = False) -> None:
+    def __init__(self, reason: str, transient: bool = False, unreachable: bool = False) -> None:
         super().__init__(reason)
         self.transient = transient
+        self.unreachable = unreachable  # no network at all: the other papers need not be tried
 
 
 def topic_dir(paper: Paper) -> Path:
@@ -50,10 +54,13 @@ def topic_dir(paper: Paper) -> Path:
 
 
 def is_pdf(path: Path) -> bool:
-    """Whether `path` exists and starts like a PDF."""
+    """Whether `path` exists, starts like a PDF and ends with the end-of-file marker (not truncated)."""
     try:
         with path.open("rb") as f:
-            return f.read(len(PDF_MAGIC)) == PDF_MAGIC
+            if f.read(len(PDF_MAGIC)) != PDF_MAGIC:
+                return False
+            f.seek(max(0, path.stat().st_size - 1024))
+            return PDF_END in f.read()
     except OSError:
         return False
 
@@ -68,19 +75,31 @@ def _download(url: str, target: Path, timeout: float) -> int:
             if not head.startswith(PDF_MAGIC):
                 got = f"{response.headers.get_content_type()}, starting {head[:20]!r}"
                 raise FetchError(f"not a PDF (got {got})")
+            promised = response.headers.get("Content-Length")
             with part.open("wb") as f:
                 f.write(head)
                 shutil.copyfileobj(response, f)
+        size = part.stat().st_size
+        if promised is not None and size != int(promised):
+            raise FetchError(f"truncated: received {size:,} of {int(promised):,} bytes", transient=True)
+        if not is_pdf(part):
+            raise FetchError("truncated: the PDF has no end-of-file marker", transient=True)
         os.replace(part, target)
-        return target.stat().st_size
+        return size
     except urllib.error.HTTPError as e:
         e.close()  # the error carries the open response
         raise FetchError(f"HTTP {e.code} {e.reason}", transient=e.code >= 500) from e
+    except http.client.IncompleteRead as e:
+        raise FetchError(f"truncated: the connection closed after {len(e.partial):,} more bytes", transient=True) from e
     except (OSError, http.client.HTTPException) as e:  # URLError, timeouts, resets, short reads
         reason = e.reason if isinstance(e, urllib.error.URLError) else e
         if isinstance(reason, TimeoutError):
             raise FetchError(f"timed out after {timeout:g} s", transient=True) from e
-        raise FetchError(f"download failed: {reason!r}", transient=True) from e
+        if isinstance(reason, socket.gaierror):
+            host = urllib.parse.urlsplit(url).hostname
+            raise FetchError(f"network unreachable: the name {host} could not be resolved", unreachable=True) from e
+        words = getattr(reason, "strerror", None) or str(reason) or type(reason).__name__
+        raise FetchError(f"download failed: {words}", transient=True) from e
     finally:
         part.unlink(missing_ok=True)
 
@@ -102,6 +121,8 @@ def _fetch_one(paper: Paper, target: Path, timeout: float, retries: int) -> Fetc
             error = e
             if not e.transient:
                 break
+    if error.unreachable:
+        raise error
     return FetchResult(paper, "failed", f"{error} ({paper.pdf_url})")
 
 
@@ -113,9 +134,19 @@ def fetch(papers: Iterable[Paper] | None = None, *, timeout: float = 30.0, retri
     then a summary line. Failures are recorded and the run carries on.
     """
     results = []
+    unreachable: FetchError | None = None
     for paper in registry.papers() if papers is None else papers:
-        result = _fetch_one(paper, dest_dir(paper) / paper.pdf, timeout, retries)
-        out(f"{result.status:>8}  {paper.key}: {result.detail}")
+        if unreachable is not None and paper.pdf_url and not is_pdf(dest_dir(paper) / paper.pdf):
+            results.append(FetchResult(paper, "failed", "not tried: the network is unreachable"))
+            continue
+        try:
+            result = _fetch_one(paper, dest_dir(paper) / paper.pdf, timeout, retries)
+        except FetchError as e:
+            unreachable = e
+            out(f"{e}: no network, so the remaining papers are not tried")
+            result = FetchResult(paper, "failed", str(e))
+        if unreachable is None or result.status != "failed":
+            out(f"{result.status:>8}  {paper.key}: {result.detail}")
         results.append(result)
     n = Counter(r.status for r in results)
     out(f"fetched {n['fetched']}, present {n['present']}, failed {n['failed']}, no open copy {n['no-pdf']}")

@@ -57,6 +57,14 @@ class Handler(BaseHTTPRequestHandler):
         elif self.path == "/slow.pdf":
             self.server.release.wait(2.0)  # far past the client's timeout; released at teardown
             self.reply(200, "application/pdf", PDF)
+        elif self.path == "/cut.pdf":  # promises the whole file, sends half, closes
+            self.send_response(200)
+            self.send_header("Content-Type", "application/pdf")
+            self.send_header("Content-Length", str(len(PDF)))
+            self.end_headers()
+            self.wfile.write(PDF[: len(PDF) // 2])
+        elif self.path == "/noend.pdf":  # a complete response whose PDF lacks its end marker
+            self.reply(200, "application/pdf", PDF[:-200])
         elif self.path == "/flaky.pdf":
             self.reply(503, "text/plain", b"try again")
         else:
@@ -189,3 +197,41 @@ def test_reading_list_covers_every_paper() -> None:
         assert f"### {t.title}\n" in text
     for p in registry.papers():
         assert f"*{p.title}*. [link]({p.url})" in text
+
+
+def test_truncated_downloads_fail_and_leave_nothing(site: Site, tmp_path: Path) -> None:
+    papers = [fake_paper(name, f"{site.url}/{name}.pdf") for name in ("cut", "noend")]
+    results, _ = run(papers, tmp_path, retries=1)
+    assert results["cut"][0] == "failed" and "truncated" in results["cut"][1]
+    assert results["noend"][0] == "failed" and "no end-of-file marker" in results["noend"][1]
+    assert site.hits["/cut.pdf"] == 2, "a truncated download is worth a retry"
+    assert not list((tmp_path / "02-cnn").iterdir())
+
+
+def test_a_truncated_pdf_on_disk_is_fetched_again(site: Site, tmp_path: Path) -> None:
+    target = tmp_path / "02-cnn" / "good.pdf"
+    target.parent.mkdir()
+    target.write_bytes(PDF[: len(PDF) // 2])
+    results, _ = run([fake_paper("good", f"{site.url}/good.pdf")], tmp_path)
+    assert results["good"][0] == "fetched" and target.read_bytes() == PDF
+
+
+def test_no_network_is_said_once_and_stops_the_retries(tmp_path: Path, monkeypatch) -> None:
+    import socket
+    import urllib.error
+    import urllib.request
+
+    calls = []
+
+    def no_dns(*args, **kwargs):
+        calls.append(args)
+        raise urllib.error.URLError(socket.gaierror(-2, "Name or service not known"))
+
+    monkeypatch.setattr(urllib.request, "urlopen", no_dns)
+    papers = [fake_paper(f"p{i}", f"https://papers.example/{i}.pdf") for i in range(5)]
+    results, lines = run(papers, tmp_path, retries=3)
+    assert len(calls) == 1
+    assert all(status == "failed" for status, _ in results.values())
+    assert sum("network unreachable" in line for line in lines) == 1
+    assert "papers.example could not be resolved" in lines[0] and "Error" not in lines[0]
+    assert lines[-1] == "fetched 0, present 0, failed 5, no open copy 0"

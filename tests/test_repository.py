@@ -20,13 +20,6 @@ def test_every_topic_folder_on_disk_is_registered():
     assert on_disk <= {(t.section, t.folder) for t in TOPICS}
 
 
-def test_sections_land_whole():
-    """A section with any topic implemented has all of its topics implemented."""
-    for section in {t.section for t in IMPLEMENTED}:
-        missing = [t.folder for t in TOPICS if t.section == section and not t.implemented]
-        assert not missing, f"{section} is partly implemented; missing {missing}"
-
-
 @pytest.mark.parametrize("topic", IMPLEMENTED, ids=lambda t: t.folder)
 def test_topic_has_its_files(topic):
     for path in (topic.path / "README.md", topic.path / f"{topic.module}.py", topic.notebook,
@@ -58,6 +51,35 @@ def test_notebook_is_committed_executed_in_order(topic):
     assert re.search(r"profile (cpu|gpu)", profile_line), "committed outputs come from the cpu or gpu profile"
     assert any("".join(c["source"]).startswith("# NBVAL_CHECK_OUTPUT") for c in code), "a proof cell"
     assert nb["metadata"]["kernelspec"]["name"] == "python3"
+
+
+# Notebooks executed before save_results printed its [metrics] record: only their headline can be compared.
+# Re-executing one adds the record; then it must leave this list (a test below says so).
+WITHOUT_METRICS_RECORD = {"01-dnn", "02-cnn", "03-alex-net", "04-u-net", "01-weight-decay", "02-relu", "03-residuals",
+                          "04-dropout", "05-batch-norm", "06-layer-norm", "07-gelu", "08-adam"}
+
+
+def printed_lines(topic) -> list[str]:
+    nb = json.loads(topic.notebook.read_text())
+    return [line for c in nb["cells"] if c["cell_type"] == "code" for o in c["outputs"]
+            if o["output_type"] == "stream" for line in "".join(o["text"]).splitlines()]
+
+
+@pytest.mark.parametrize("topic", IMPLEMENTED, ids=lambda t: t.folder)
+def test_results_json_equals_what_the_notebook_printed(topic):
+    """A hand-edited number in results.json, or a notebook re-run without recording, fails here."""
+    lines = printed_lines(topic)
+    run = re.search(r"profile (cpu|gpu)", lines[0])[1]
+    entry = json.loads((topic.path / "results.json").read_text()).get(run)
+    assert entry, f"results.json has no {run} entry, the profile the committed notebook ran in"
+    headlines = [line.split(": ", 1)[1] for line in lines if line.startswith(f"[results] {run}: ")]
+    assert headlines and headlines[-1] == entry["headline"], "the headline differs from the notebook's [results] line"
+    records = [json.loads(line.removeprefix("[metrics] ")) for line in lines if line.startswith("[metrics] ")]
+    if topic.folder in WITHOUT_METRICS_RECORD:
+        assert not records, f"{topic.folder} now prints its metrics: remove it from WITHOUT_METRICS_RECORD"
+    else:
+        assert records and records[-1] == entry["metrics"], "the metrics differ from the notebook's [metrics] record"
+        assert "notebook_seconds" in entry["metrics"]
 
 
 def test_readme_table_and_links():
