@@ -11,11 +11,13 @@ Every loader prints the source it used. ``CURRICULUM_OFFLINE=1`` skips all downl
 """
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import http.client
 import io
 import os
+import socket
 import struct
 import tarfile
 import tempfile
@@ -131,8 +133,29 @@ def offline() -> bool:
     return os.environ.get(OFFLINE_VARIABLE, "").strip().lower() not in ("", "0", "false", "no", "off")
 
 
-def can_download() -> bool:
-    return not offline() and writable_cache() is not None
+HOSTS = {"mnist": "ossci-datasets.s3.amazonaws.com", "cifar10": "www.cs.toronto.edu",
+         "tinyshakespeare": "raw.githubusercontent.com", "gutenberg": "raw.githubusercontent.com",
+         "multi30k": "huggingface.co", "rt_polarity": "huggingface.co", "oxford_pets": "thor.robots.ox.ac.uk"}
+
+
+@functools.cache
+def _resolves(host: str) -> bool:
+    try:
+        socket.getaddrinfo(host, 443)
+        return True
+    except OSError:
+        return False
+
+
+def can_download(dataset: str) -> bool:
+    """Whether a download of ``dataset`` may be tried: online, a usable cache, and its host's name resolves
+    (without a network, one line says so instead of minutes of retries)."""
+    if offline() or writable_cache() is None:
+        return False
+    if not _resolves(HOSTS[dataset]):
+        _download_failed(dataset, OSError(f"no network: {HOSTS[dataset]} could not be resolved"))
+        return False
+    return True
 
 
 def display(path: Path) -> str:
@@ -205,6 +228,8 @@ def download(url: str, dest: Path, md5: str | None = None, *, timeout: float = 3
             except (OSError, DataError, http.client.HTTPException) as e:  # URLError, timeouts, HTTP errors
                 error = e
                 part.unlink(missing_ok=True)
+                if isinstance(getattr(e, "reason", None), socket.gaierror):
+                    break  # no network at all: retrying cannot help
                 if attempt < retries:
                     time.sleep(min(2 ** attempt, 8))
     finally:
@@ -234,7 +259,7 @@ _download_errors: dict[str, str] = {}
 
 def _download_failed(dataset: str, error: Exception) -> None:
     _download_errors[dataset] = _reason(error)
-    print(f"[data] {dataset}: download failed ({_reason(error)}); using what is on disk instead")
+    print(f"[data] {dataset}: download failed ({_reason(error)})")
 
 
 def _not_found(dataset: str, files: str) -> DataNotFound:
@@ -307,7 +332,7 @@ def mnist(*, standin: bool = True, seed: int = 0) -> ImageData:
     10,000 test images (the offline copy), a stratified seeded 8,000/2,000 split of those.
     """
     files = _mnist_files()
-    if not all(files.values()) and can_download():
+    if not all(files.values()) and can_download("mnist"):
         try:
             from torchvision.datasets import MNIST
 
@@ -395,7 +420,7 @@ def cifar10(*, standin: bool = True, seed: int = 0) -> ImageData:
     from torchvision.datasets import CIFAR10
 
     try:
-        train, test = (CIFAR10(cache_dir(), train=t, download=can_download()) for t in (True, False))
+        train, test = (CIFAR10(cache_dir(), train=t, download=can_download("cifar10")) for t in (True, False))
     except Exception as e:  # torchvision raises RuntimeError for missing files and URLError for failed downloads
         if not standin:
             raise _not_found("cifar10", "cifar10/cifar10-*-jpg*.tar") from e
@@ -411,7 +436,7 @@ def cifar10(*, standin: bool = True, seed: int = 0) -> ImageData:
 def tiny_shakespeare(*, standin: bool = True) -> str:
     """The 1,115,394-character Tiny Shakespeare corpus (stand-in: Python's standard-library source)."""
     path = find("tinyshakespeare/input.txt", SHAKESPEARE_MD5, "tinyshakespeare")
-    if path is None and can_download():
+    if path is None and can_download("tinyshakespeare"):
         try:
             path = download(SHAKESPEARE_URL, cache_dir() / "tinyshakespeare" / "input.txt", SHAKESPEARE_MD5, retries=2)
         except DataError as e:
@@ -468,7 +493,7 @@ def multi30k(*, standin: bool = True, seed: int = 0) -> dict[str, list[tuple[str
         _announce("multi30k", f"Multi30k from {display(files['train.en.gz'].parent)}: " +
                   " / ".join(f"{len(v):,} {k}" for k, v in pairs.items()))
         return pairs
-    if can_download():
+    if can_download("multi30k"):
         try:
             return multi30k_from_hub(MULTI30K_HUB)
         except Exception as e:  # the hub raises connection errors of several kinds
@@ -535,7 +560,7 @@ def gutenberg(*, standin: bool = True) -> dict[str, str]:
     300 news articles of ``lee_background.cor`` that ship inside gensim.
     """
     files = {name: find(f"gutenberg/{name}", md5, "gutenberg") for name, md5 in GUTENBERG_MD5.items()}
-    if not all(files.values()) and can_download():
+    if not all(files.values()) and can_download("gutenberg"):
         try:
             _fetch_gutenberg()
             files = {name: find(f"gutenberg/{name}", md5, "gutenberg") for name, md5 in GUTENBERG_MD5.items()}
@@ -590,7 +615,7 @@ def rt_polarity(*, standin: bool = True, seed: int = 0) -> dict[str, list[tuple[
         rows = [(line, label) for name, label in (("rt-polarity.neg", 0), ("rt-polarity.pos", 1))
                 for line in files[name].read_text(encoding="utf-8").splitlines() if line.strip()]
         where = display(files["rt-polarity.pos"].parent)
-    elif can_download():
+    elif can_download("rt_polarity"):
         try:
             from datasets import load_dataset
 
@@ -658,7 +683,7 @@ def oxford_pets(*, size: int = 64, split: str = "trainval") -> tuple[torch.Tenso
     for root in roots:
         try:
             dataset = OxfordIIITPet(root, split=split, target_types="segmentation",
-                                    download=root == cache_dir() and can_download())
+                                    download=root == cache_dir() and can_download("oxford_pets"))
             break
         except Exception as e:  # missing files and failed downloads both land here
             error = e
