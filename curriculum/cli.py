@@ -181,7 +181,7 @@ def table() -> str:
             module = f"[{t.module}.py]({rel}/{t.module}.py)"
             results = load_results(t.folder)
             best = next((p for p in ("gpu", "cpu") if p in results), None)
-            headline = f"{results[best]['headline']} (`{best}`)" if best else "not yet recorded"
+            headline = f"{results[best]['headline']} (`{best}`{_minutes(results[best])})" if best else "not yet recorded"
             title = f"[{t.title}]({rel}/README.md)"
         else:
             notebook = module = "planned"
@@ -189,6 +189,12 @@ def table() -> str:
             title = t.title
         lines.append(f"| {number} | {title} | {cites} | {notebook} | {module} | {headline} |")
     return "\n".join(lines)
+
+
+def _minutes(entry: dict) -> str:
+    """The notebook's recorded wall time, as the table shows it (absent for notebooks run before it was kept)."""
+    seconds = entry["metrics"].get("notebook_seconds")
+    return "" if seconds is None else f", {seconds / 60:.1f} min"
 
 
 def generated_sections() -> dict[str, str]:
