@@ -363,7 +363,7 @@ def mnist(*, standin: bool = True, seed: int = 0) -> ImageData:
 
 # --- CIFAR-10 -----------------------------------------------------------------------------
 
-def _read_jpeg_tar(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+def _decode_jpeg_tar(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     from PIL import Image
 
     images, labels = [], []
@@ -375,8 +375,27 @@ def _read_jpeg_tar(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
             with Image.open(io.BytesIO(tar.extractfile(member).read())) as img:
                 images.append(np.asarray(img.convert("RGB")))
             labels.append(label)
-    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div(255)
-    return x, torch.tensor(labels, dtype=torch.int64)
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(), torch.tensor(labels, dtype=torch.int64)
+
+
+def _read_jpeg_tar(path: Path, md5: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decode a verified tar of JPEGs to ``N x 3 x 32 x 32`` floats; the decoded uint8 pixels are kept in
+    the cache (keyed by the tar's MD5), so later runs skip decoding 10,000 files."""
+    decoded = cache_dir() / "cifar10" / f"decoded-{md5}.pt"
+    pixels = labels = None
+    if decoded.is_file():
+        try:
+            pixels, labels = torch.load(decoded)
+        except Exception:  # a damaged cache entry is rebuilt, never trusted
+            pixels = None
+    if pixels is None:
+        pixels, labels = _decode_jpeg_tar(verify(path, md5, "cifar10"))
+        if writable_cache() is not None:
+            decoded.parent.mkdir(parents=True, exist_ok=True)
+            part = decoded.with_name(decoded.name + ".part")
+            torch.save((pixels, labels), part)
+            os.replace(part, decoded)
+    return pixels.float().div(255), labels
 
 
 def _cifar10_standin(seed: int) -> ImageData:
@@ -403,20 +422,18 @@ def cifar10(*, standin: bool = True, seed: int = 0) -> ImageData:
 
     The official 50,000/10,000 split through torchvision (cache or download); offline, the JPEG
     copies on the search path: 10,000 training images (1,000 a class) and the 10,000 test images,
-    each shuffled with ``seed`` (the files are sorted by class). With neither and ``standin``:
-    coloured digits, announced as a stand-in.
+    sorted by class (draw subsets at random). With neither and ``standin``: coloured digits (split
+    with ``seed``), announced as a stand-in.
     """
     tars = {name: next((p for d in search_path() if (p := d / "cifar10" / name).is_file()), None)
             for name in CIFAR10_TARS}
     if all(tars.values()):
-        x_train, y_train = _read_jpeg_tar(verify(tars["cifar10-train-jpg-first1000perclass.tar"],
-                                                 CIFAR10_TARS["cifar10-train-jpg-first1000perclass.tar"], "cifar10"))
-        x_test, y_test = _read_jpeg_tar(verify(tars["cifar10-test-jpg.tar"], CIFAR10_TARS["cifar10-test-jpg.tar"], "cifar10"))
+        x_train, y_train = _read_jpeg_tar(tars["cifar10-train-jpg-first1000perclass.tar"],
+                                          CIFAR10_TARS["cifar10-train-jpg-first1000perclass.tar"])
+        x_test, y_test = _read_jpeg_tar(tars["cifar10-test-jpg.tar"], CIFAR10_TARS["cifar10-test-jpg.tar"])
         source = _announce("cifar10", f"JPEG copies from {display(tars['cifar10-test-jpg.tar'].parent)}: 10,000 of "
                                       "the 50,000 training images (1,000 a class) and the 10,000 test images")
-        g = torch.Generator().manual_seed(seed)
-        train, test = torch.randperm(len(y_train), generator=g), torch.randperm(len(y_test), generator=g)
-        return ImageData(x_train[train], y_train[train], x_test[test], y_test[test], CIFAR10_CLASSES, source)
+        return ImageData(x_train, y_train, x_test, y_test, CIFAR10_CLASSES, source)
     from torchvision.datasets import CIFAR10
 
     try:

@@ -215,6 +215,17 @@ def test_cifar10_from_jpeg_tars(isolated, monkeypatch):
     assert d.x_train.shape == (4, 3, 32, 32) and d.x_test.shape == (4, 3, 32, 32)
     assert sorted(d.y_train.tolist()) == [3, 3, 8, 8]  # cat = 3, ship = 8
     assert abs(d.x_train[0, 0].mean().item() - 200 / 255) < 0.05
+    # the decoded pixels are cached: a second load decodes nothing and gives the same images
+    monkeypatch.setattr(data, "_decode_jpeg_tar", lambda path: pytest.fail("decoded again"))
+    again = data.cifar10()
+    assert torch.equal(again.x_train, d.x_train) and torch.equal(again.y_test, d.y_test)
+    for cached in (isolated / "cache" / "cifar10").glob("decoded-*.pt"):
+        cached.write_bytes(b"damaged")
+    monkeypatch.undo()
+    monkeypatch.setattr(data, "CIFAR10_TARS", md5)
+    monkeypatch.setenv(data.DATA_PATH_VARIABLE, str(isolated / "s"))
+    monkeypatch.setenv(data.CACHE_VARIABLE, str(isolated / "cache"))
+    assert torch.equal(data.cifar10().x_train, d.x_train)  # a damaged cache entry is rebuilt
 
 
 def test_cifar10_missing_offline(isolated, capsys):
