@@ -14,14 +14,12 @@ from __future__ import annotations
 import functools
 import gzip
 import hashlib
-import http.client
 import io
 import os
 import socket
 import struct
 import tarfile
 import tempfile
-import time
 import urllib.error
 import urllib.request
 import zipfile
@@ -31,6 +29,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from .download import DownloadError
+from .download import download as http_download
 
 DATA_PATH_VARIABLE = "CURRICULUM_DATA"
 CACHE_VARIABLE = "CURRICULUM_CACHE"
@@ -204,42 +205,23 @@ def find(relative: str, md5: str, dataset: str) -> Path | None:
 
 
 def download(url: str, dest: Path, md5: str | None = None, *, timeout: float = 30.0, retries: int = 3) -> Path:
-    """Download ``url`` to ``dest`` atomically (a ``.part`` file renamed once complete and verified).
+    """Download ``url`` to ``dest`` with the shared downloader, checked against ``md5`` before it lands."""
+    def check(part: Path) -> None:
+        if md5 is not None and (actual := md5sum(part)) != md5:
+            raise DownloadError(f"the download has MD5 {actual}, expected {md5}", transient=True)
 
-    No ``.part`` file survives any failure, an interrupt (Ctrl-C) included.
-    """
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
-    error: Exception | None = None
     try:
-        for attempt in range(retries + 1):
-            try:
-                request = urllib.request.Request(url, headers={"User-Agent": "curriculum"})
-                with urllib.request.urlopen(request, timeout=timeout) as response, open(part, "wb") as f:
-                    expected = response.headers.get("Content-Length")
-                    while chunk := response.read(1 << 20):
-                        f.write(chunk)
-                if expected is not None and part.stat().st_size != int(expected):
-                    raise DataError(f"download of {url} stopped after {part.stat().st_size:,} of {int(expected):,} bytes")
-                if md5 is not None and (actual := md5sum(part)) != md5:
-                    raise DataError(f"download of {url} has MD5 {actual}, expected {md5}")
-                os.replace(part, dest)
-                return dest
-            except (OSError, DataError, http.client.HTTPException) as e:  # URLError, timeouts, HTTP errors
-                error = e
-                part.unlink(missing_ok=True)
-                if isinstance(getattr(e, "reason", None), socket.gaierror):
-                    break  # no network at all: retrying cannot help
-                if attempt < retries:
-                    time.sleep(min(2 ** attempt, 8))
-    finally:
-        part.unlink(missing_ok=True)
-    raise DataError(f"could not download {url} after {retries + 1} attempts ({_reason(error)}). Check the "
-                    f"connection, or put the file on the data search path ${DATA_PATH_VARIABLE}.")
+        http_download(url, dest, check=check, timeout=timeout, retries=retries)
+    except DownloadError as e:
+        raise DataError(f"could not download {url} ({e}). Check the connection, or put the file on the data "
+                        f"search path ${DATA_PATH_VARIABLE}.") from e
+    return dest
 
 
 def _reason(error: Exception | None) -> str:
     """A failure in plain words: the innermost reason of a URLError, without the class names."""
+    if isinstance(error, DataError) and isinstance(error.__cause__, DownloadError):
+        return str(error.__cause__)
     if isinstance(error, urllib.error.HTTPError):
         return f"HTTP {error.code} {error.reason}"
     reason = getattr(error, "reason", error)
