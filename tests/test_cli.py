@@ -104,7 +104,7 @@ def results_cell(runs, entry):
 GOOD = {"headline": "42% of everything", "metrics": {"answer": 42.0}}
 
 
-def test_a_plain_run_writes_only_under_runs(fake, tmp_path, capsys):
+def test_a_plain_run_writes_only_under_runs(fake, tmp_path, capfd):
     (fake.path / "helper.py").write_text("VALUE = 41\n")
     write_notebook(fake.notebook, "import helper", "print(helper.VALUE + 1)\nprint('[data] fake: real data')",
                    results_cell(tmp_path / "runs", GOOD))
@@ -115,8 +115,8 @@ def test_a_plain_run_writes_only_under_runs(fake, tmp_path, capsys):
     assert [c.execution_count for c in nb.cells] == [1, 2, 3]
     assert nb.cells[1].outputs[0]["text"].startswith("42\n")  # ran in the topic's folder
     assert fake.notebook.read_bytes() == before and not (fake.path / "results.json").exists()
-    out = capsys.readouterr().out
-    assert "[data] fake: real data" in out and "without encryption" not in out
+    out, err = capfd.readouterr()  # file descriptors: the kernel process writes to them directly
+    assert "[data] fake: real data" in out and "without encryption" not in out + err
 
 
 def test_in_place_records_the_notebook_results_and_figure(fake, tmp_path):

@@ -82,6 +82,18 @@ def test_results_json_equals_what_the_notebook_printed(topic):
         assert "notebook_seconds" in entry["metrics"]
 
 
+@pytest.mark.parametrize("topic", IMPLEMENTED, ids=lambda t: t.folder)
+def test_sizes_are_printed_honestly(topic):
+    """No size rounded down to thousands ("0k" for 359 images) in a headline or an output."""
+    headlines = [entry["headline"] for entry in json.loads((topic.path / "results.json").read_text()).values()]
+    assert not [line for line in printed_lines(topic) + headlines if re.search(r"\b0k\b", line)]
+
+
+def test_readme_states_the_install_size_and_the_cpu_only_build():
+    readme = (ROOT / "README.md").read_text()
+    assert "several GB" in readme and "https://download.pytorch.org/whl/cpu" in readme
+
+
 def test_readme_table_and_links():
     assert cli.main(["readme", "--check"]) == 0, "run `curriculum readme`"
     readme = (ROOT / "README.md").read_text()
