@@ -219,3 +219,13 @@ def test_zero_initialised_gate_starts_balanced_and_one_expert_is_dense():
     y, aux = single(x)
     torch.testing.assert_close(y, single.experts[0](x))
     assert aux == 0
+
+
+def test_switch_loss_equals_transformers_load_balancing_loss():
+    """Hugging Face's Mixtral/Switch auxiliary loss (float32 inside), one layer, no attention mask."""
+    from transformers.models.mixtral.modeling_mixtral import load_balancing_loss_func
+
+    logits = torch.randn(50, 8, generator=torch.Generator().manual_seed(3))
+    for k in (1, 2, 3):
+        theirs = load_balancing_loss_func((logits,), num_experts=8, top_k=k)
+        torch.testing.assert_close(moe.switch_balancing_loss(logits, k), theirs, rtol=1e-5, atol=1e-6)
