@@ -1,4 +1,4 @@
-"""Parity of our LayerNorm with nn.LayerNorm, and of the plain tanh RNN with nn.RNN, in float64.
+"""Parity of our LayerNorm with nn.LayerNorm, and of the plain tanh RNN with nn.RNN (state dicts both ways), in float64.
 
 Tolerances: rtol=1e-10, atol=1e-12 (float64 rounding of different summation orders).
 """
@@ -66,20 +66,43 @@ def test_mismatched_trailing_shape_raises(normalized_shape, input_shape):
         ln.LayerNorm(normalized_shape)(torch.randn(input_shape))
 
 
-def test_plain_rnn_matches_nn_rnn():
+def test_plain_rnn_matches_nn_rnn_and_state_dicts_load_both_ways():
     torch.manual_seed(0)
     theirs = nn.RNN(5, 8, batch_first=True, dtype=torch.float64)
     ours = ln.RNN(5, 8).double()
-    with torch.no_grad():
-        ours.input_to_hidden.weight.copy_(theirs.weight_ih_l0)
-        ours.input_to_hidden.bias.copy_(theirs.bias_ih_l0)
-        ours.hidden_to_hidden.weight.copy_(theirs.weight_hh_l0)
-        ours.hidden_to_hidden.bias.copy_(theirs.bias_hh_l0)
-    x = torch.randn(3, 11, 5, dtype=torch.float64)
+    assert [(n, p.shape) for n, p in ours.named_parameters()] == [(n, p.shape) for n, p in theirs.named_parameters()]
+    ours.load_state_dict(theirs.state_dict())
+    x = torch.randn(3, 11, 5, dtype=torch.float64, requires_grad=True)
     out_ours, h_ours = ours(x)
     out_theirs, h_theirs = theirs(x)
     torch.testing.assert_close(out_ours, out_theirs, **TOL)
     torch.testing.assert_close(h_ours, h_theirs[0], **TOL)
+    upstream = torch.randn_like(out_ours)
+    g_ours = torch.autograd.grad((out_ours * upstream).sum(), [x, *ours.parameters()])
+    g_theirs = torch.autograd.grad((out_theirs * upstream).sum(), [x, *theirs.parameters()])
+    for a, b in zip(g_ours, g_theirs):
+        torch.testing.assert_close(a, b, **TOL)
+    back = random_affine(nn.RNN(5, 8, batch_first=True, dtype=torch.float64))
+    back.load_state_dict(random_affine(ours).state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(back.parameters(), ours.parameters()))
+
+
+def test_layer_norm_rnn_loads_nn_rnn_weights_and_uses_them():
+    torch.manual_seed(0)
+    theirs = random_affine(nn.RNN(4, 6, bias=False, batch_first=True, dtype=torch.float64))
+    rnn = ln.RNN(4, 6, layer_norm=True).double()
+    missing, unexpected = rnn.load_state_dict(theirs.state_dict(), strict=False)
+    assert missing == ["norm.weight", "norm.bias"] and unexpected == []
+    assert torch.equal(rnn.weight_ih_l0, theirs.weight_ih_l0) and torch.equal(rnn.weight_hh_l0, theirs.weight_hh_l0)
+    x = torch.randn(2, 5, 4, dtype=torch.float64)
+    outputs, _ = rnn(x)
+    h = torch.zeros(2, 6, dtype=torch.float64)  # gains at identity (g = 1, b = 0): tanh of the normalized a_t
+    for t in range(5):
+        a = x[:, t] @ theirs.weight_ih_l0.T + h @ theirs.weight_hh_l0.T
+        h = torch.tanh((a - a.mean(1, keepdim=True)) / (a.var(1, unbiased=False, keepdim=True) + 1e-5).sqrt())
+        torch.testing.assert_close(outputs[:, t], h, **TOL)
+    _, unexpected = rnn.load_state_dict(nn.RNN(4, 6, batch_first=True).state_dict(), strict=False)
+    assert unexpected == ["bias_ih_l0", "bias_hh_l0"]  # biases before a layer norm have no place: reported
 
 
 def test_layer_norm_rnn_step_follows_the_paper():
@@ -91,11 +114,11 @@ def test_layer_norm_rnn_step_follows_the_paper():
     assert outputs.shape == (2, 3, 6) and last.shape == (2, 6)
     h = torch.zeros(2, 6, dtype=torch.float64)
     for t in range(3):  # h_t = tanh(g / sigma_t * (a_t - mu_t) + b), eq. in Section 3.1
-        a = x[:, t] @ rnn.input_to_hidden.weight.T + h @ rnn.hidden_to_hidden.weight.T
+        a = x[:, t] @ rnn.weight_ih_l0.T + h @ rnn.weight_hh_l0.T
         mu, sigma = a.mean(1, keepdim=True), (a.var(1, unbiased=False, keepdim=True) + rnn.norm.eps).sqrt()
         h = torch.tanh(rnn.norm.weight / sigma * (a - mu) + rnn.norm.bias)
         torch.testing.assert_close(outputs[:, t], h, **TOL)
-    assert rnn.input_to_hidden.bias is None and rnn.hidden_to_hidden.bias is None
+    assert rnn.bias_ih_l0 is None and rnn.bias_hh_l0 is None
 
 
 def test_rnn_rejects_wrong_input_shape():

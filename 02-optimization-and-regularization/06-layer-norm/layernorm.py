@@ -12,8 +12,11 @@ fine, and the statistics can be recomputed at every time step of a recurrent net
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 
 class LayerNorm(nn.Module):
@@ -58,15 +61,28 @@ class RNN(nn.Module):
 
     Summed inputs  a_t = W_hh h_{t-1} + W_xh x_t;  plain:  h_t = tanh(a_t + b)
     layer-normed:  h_t = tanh(g / sigma_t * (a_t - mu_t) + b),  mu_t, sigma_t over the H units of a_t.
-    Without layer norm the weights and biases match ``nn.RNN``'s (``bias_ih + bias_hh`` = b).
+    Parameters carry ``nn.RNN``'s names and shapes: ``weight_ih_l0`` (W_xh, H x input_size) and
+    ``weight_hh_l0`` (W_hh, H x H); the plain layer also has ``bias_ih_l0`` and ``bias_hh_l0``
+    (b = bias_ih + bias_hh), so ``nn.RNN(input_size, H, batch_first=True)``'s state dict loads as it is.
+    The layer-normed one has no bias before the normalization (the LayerNorm's bias is b) but
+    ``norm.weight`` (g) and ``norm.bias``: ``nn.RNN(..., bias=False)``'s state dict loads with
+    ``strict=False``, which reports those two as missing (an nn.RNN has no counterpart for them); from an
+    nn.RNN with biases it would report the biases as unexpected and leave them out.
+    Initialised as two ``nn.Linear`` layers would be: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
     Input ``N x T x input_size`` (batch first); returns all hidden states ``N x T x H`` and the last ``N x H``.
     """
 
     def __init__(self, input_size: int, hidden_size: int, layer_norm: bool = False) -> None:
         super().__init__()
         self.input_size, self.hidden_size = input_size, hidden_size
-        self.input_to_hidden = nn.Linear(input_size, hidden_size, bias=not layer_norm)  # W_xh
-        self.hidden_to_hidden = nn.Linear(hidden_size, hidden_size, bias=not layer_norm)  # W_hh
+        self.weight_ih_l0 = nn.Parameter(torch.empty(hidden_size, input_size))  # W_xh
+        self.weight_hh_l0 = nn.Parameter(torch.empty(hidden_size, hidden_size))  # W_hh
+        for name in ("bias_ih_l0", "bias_hh_l0"):  # None with layer norm
+            self.register_parameter(name, None if layer_norm else nn.Parameter(torch.empty(hidden_size)))
+        for weight, bias in ((self.weight_ih_l0, self.bias_ih_l0), (self.weight_hh_l0, self.bias_hh_l0)):
+            nn.init.kaiming_uniform_(weight, a=math.sqrt(5))  # as nn.Linear, in its order
+            if bias is not None:
+                nn.init.uniform_(bias, -weight.shape[1] ** -0.5, weight.shape[1] ** -0.5)
         self.norm = LayerNorm(hidden_size) if layer_norm else None  # its bias is b
 
     def forward(self, x: torch.Tensor, h: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,10 +90,10 @@ class RNN(nn.Module):
             raise ValueError(f"RNN expects input of shape (N, T, {self.input_size}), got {tuple(x.shape)}")
         if h is None:
             h = x.new_zeros(x.shape[0], self.hidden_size)
-        from_input = self.input_to_hidden(x)  # W_xh x_t for every t in one product
+        from_input = F.linear(x, self.weight_ih_l0, self.bias_ih_l0)  # W_xh x_t for every t in one product
         outputs = []
         for t in range(x.shape[1]):
-            a = from_input[:, t] + self.hidden_to_hidden(h)
+            a = from_input[:, t] + F.linear(h, self.weight_hh_l0, self.bias_hh_l0)
             h = torch.tanh(self.norm(a) if self.norm is not None else a)
             outputs.append(h)
         return torch.stack(outputs, 1), h
