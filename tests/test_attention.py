@@ -9,6 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from curriculum import load_topic, text
+from parity import assert_greedy_is_argmax_and_beam_one_agrees
 
 att = load_topic("attention")
 s2s = load_topic("seq2seq")
@@ -98,11 +99,5 @@ def test_weights_cover_only_the_real_source_words_and_padding_changes_nothing():
 
 
 def test_decoding_with_05s_search_functions():
-    m = model()
     src, src_len, _ = BATCH
-    out = s2s.greedy(m, src, src_len, max_len=6)
-    tgt_in = torch.cat([torch.full((2, 1), s2s.BOS), out[:, :-1]], 1)
-    torch.testing.assert_close(m(src, src_len, tgt_in).argmax(-1), out, rtol=0, atol=0)
-    vocab = text.Vocab([[str(i) for i in range(9)]])
-    beam = [vocab.decode(s + [s2s.EOS]) for s in s2s.beam_search(m, src, src_len, beam=1, max_len=6)]
-    assert beam == [vocab.decode(row) for row in out.tolist()]
+    assert_greedy_is_argmax_and_beam_one_agrees(model(), s2s, src, src_len)

@@ -10,6 +10,7 @@ import torch.nn as nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from curriculum import load_topic, text
+from parity import assert_greedy_is_argmax_and_beam_one_agrees
 
 s2s = load_topic("seq2seq")
 TOL = {"rtol": 1e-10, "atol": 1e-12}
@@ -147,15 +148,8 @@ def test_padding_does_not_change_a_sentence(rnn):
 
 
 def test_greedy_follows_the_argmax_and_beam_one_equals_greedy():
-    m = model()
     src, src_len, _ = BATCH
-    out = s2s.greedy(m, src, src_len, max_len=6)
-    tgt_in = torch.cat([torch.full((2, 1), s2s.BOS), out[:, :-1]], 1)
-    torch.testing.assert_close(m(src, src_len, tgt_in).argmax(-1), out, rtol=0, atol=0)
-    vocab = text.Vocab([[str(i) for i in range(9)]])
-    greedy = [vocab.decode(row) for row in out.tolist()]
-    beam = [vocab.decode(s + [s2s.EOS]) for s in s2s.beam_search(m, src, src_len, beam=1, max_len=6)]
-    assert beam == greedy
+    assert_greedy_is_argmax_and_beam_one_agrees(model(), s2s, src, src_len)
 
 
 def test_wide_beam_is_exact_search_on_short_outputs():

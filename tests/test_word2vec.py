@@ -199,3 +199,11 @@ def test_errors_name_the_problem():
     with pytest.raises(ValueError, match=r"expected h \(B, D\)"):
         w2v.logistic_loss(torch.zeros(2, 3), torch.zeros(2, 4, 5), torch.zeros(2, 4), torch.ones(2, 4))
     assert math.isfinite(w2v.keep_probability(counts, 0.0).sum().item())
+
+
+def test_a_diverging_run_stops_with_a_clear_error():
+    ids = torch.randint(0, 50, (3000,), generator=torch.Generator().manual_seed(0))
+    model = w2v.Word2Vec([f"w{i}" for i in range(50)], torch.bincount(ids, minlength=50), dim=8, sg=False,
+                              negative=5, window=5, sample=0, seed=0)
+    with pytest.raises(FloatingPointError, match="lower the learning rate"):
+        model.train(ids, epochs=1, lr=float("nan"), batch_size=64)  # NaN weights after the first update

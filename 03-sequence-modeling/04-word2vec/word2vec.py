@@ -8,6 +8,7 @@ scores the left/right decisions on the word's path through a Huffman tree. Train
 plain SGD on the rows that a batch touches, with the learning rate decayed linearly to ~0.
 """
 import heapq
+import math
 from collections import Counter
 
 import torch
@@ -186,6 +187,9 @@ class Word2Vec:
                     rate = lr - (lr - min_lr) * (done + len(words) * i / n) / total
                     loss += self.step(inputs[i:i + batch_size], mask[i:i + batch_size], target[i:i + batch_size], rate)
                 done += len(words)
+                if not math.isfinite(loss):
+                    raise FloatingPointError(f"the loss became {loss} after {done:,} words; lower the learning "
+                                             f"rate {lr} or the batch size {batch_size}")
                 losses.append(loss / n)
                 if progress:
                     progress(len(words))
