@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from curriculum import load_topic, text
+from curriculum import load_topic
 from parity import assert_greedy_is_argmax_and_beam_one_agrees
 
 att = load_topic("attention")
