@@ -26,7 +26,7 @@ from .results import RECORDED_PROFILES, RUNS, load_results, read_json, write_jso
 from .runtime import PROFILE_VARIABLE, PROFILES, profile
 
 README = registry.ROOT / "README.md"
-DATASET_NAMES = ("mnist", "cifar10", "tinyshakespeare", "multi30k", "gutenberg", "rt_polarity", "oxford_pets")
+DATASET_NAMES = ("mnist", "cifar10", "tinyshakespeare", "multi30k", "gutenberg", "text8", "rt_polarity", "oxford_pets")
 IMAGES = registry.ROOT / "images"
 
 

@@ -16,6 +16,7 @@ import gzip
 import hashlib
 import io
 import os
+import re
 import socket
 import struct
 import tarfile
@@ -136,7 +137,7 @@ def offline() -> bool:
 
 HOSTS = {"mnist": "ossci-datasets.s3.amazonaws.com", "cifar10": "www.cs.toronto.edu",
          "tinyshakespeare": "raw.githubusercontent.com", "gutenberg": "raw.githubusercontent.com",
-         "multi30k": "huggingface.co", "rt_polarity": "huggingface.co", "oxford_pets": "thor.robots.ox.ac.uk"}
+         "multi30k": "huggingface.co", "rt_polarity": "huggingface.co", "text8": "huggingface.co", "oxford_pets": "thor.robots.ox.ac.uk"}
 
 
 @functools.cache
@@ -582,6 +583,50 @@ def gutenberg(*, standin: bool = True) -> dict[str, str]:
     return {"lee_background": text}
 
 
+# --- text8 (word2vec at the paper's smaller scale) -----------------------------------------
+
+TEXT8_HUB = "afmck/text8"
+TEXT8_CHARACTERS = 100_000_000
+
+
+def text8(*, repository: str = TEXT8_HUB, standin: bool = True) -> str:
+    """Matt Mahoney's text8: the first 10^8 characters of an English Wikipedia dump, lower-case letters
+    and single spaces only (about 17 million words).
+
+    Looked for as ``text8/text8`` (the unzipped published file) on the search path and in the cache,
+    checked by its length; online through Hugging Face ``datasets`` (``repository``, a hub name or a
+    local folder of the same layout: rows with a ``text`` column). Stand-in: the Gutenberg books (or
+    their stand-in) lower-cased to text8's alphabet.
+    """
+    for folder in [*search_path(), cache_dir()]:
+        path = folder / "text8" / "text8"
+        if path.is_file():
+            text = path.read_text(encoding="ascii", errors="replace")
+            if len(text) != TEXT8_CHARACTERS:
+                raise DataError(f"{display(path)} has {len(text):,} characters, not text8's {TEXT8_CHARACTERS:,}: it is "
+                                "truncated or another file. Delete it and run `curriculum prefetch text8`.")
+            _announce("text8", f"text8 from {display(path)} ({len(text.split()):,} words)")
+            return text
+    if Path(repository).is_dir() or can_download("text8"):
+        try:
+            from datasets import load_dataset
+
+            rows = load_dataset(repository, cache_dir=str(cache_dir() / "huggingface"))["train"]["text"]
+            text = " ".join(row.strip() for row in rows)
+            _announce("text8", f"text8 through Hugging Face datasets ({repository}): {len(text.split()):,} words")
+            return text
+        except Exception as e:  # the hub raises connection errors of several kinds
+            _download_failed("text8", e)
+    if not standin:
+        raise _not_found("text8", "text8/text8")
+    books = gutenberg()
+    text = " ".join(" ".join(re.sub(r"[^a-z]+", " ", book.lower()).split()) for book in books.values())
+    _announce("text8", f"the {'Gutenberg books' if 'gutenberg' not in _standins else 'Gutenberg stand-in'} reduced "
+                       f"to text8's alphabet ({len(text.split()):,} words); text8 was not found and could not be "
+                       "downloaded", standin=True)
+    return text
+
+
 # --- Sentence polarity (rt-polarity) ------------------------------------------------------
 
 RT_POLARITY_MD5 = {"rt-polarity.pos": "819e2ab972d5f1314804c62921cf21a8", "rt-polarity.neg": "efd38e162b1a4ede8fbf024de182eb4a"}
@@ -699,12 +744,13 @@ def oxford_pets(*, size: int = 64, split: str = "trainval") -> tuple[torch.Tenso
 
 DATASETS = {"mnist": lambda: mnist(standin=False), "cifar10": lambda: cifar10(standin=False),
             "tinyshakespeare": lambda: tiny_shakespeare(standin=False), "multi30k": lambda: multi30k(standin=False),
-            "gutenberg": lambda: gutenberg(standin=False), "rt_polarity": lambda: rt_polarity(standin=False),
+            "gutenberg": lambda: gutenberg(standin=False), "text8": lambda: text8(standin=False),
+            "rt_polarity": lambda: rt_polarity(standin=False),
             "oxford_pets": oxford_pets}
 # The files that make a dataset complete, relative to a search-path folder or the cache.
 COMPLETE = {"mnist": [f"mnist/{n}" for n in MNIST_MD5], "cifar10": [f"cifar10/{n}" for n in CIFAR10_TARS],
             "tinyshakespeare": ["tinyshakespeare/input.txt"], "multi30k": [f"multi30k/{n}" for n in MULTI30K_MD5],
-            "gutenberg": [f"gutenberg/{n}" for n in GUTENBERG_MD5],
+            "gutenberg": [f"gutenberg/{n}" for n in GUTENBERG_MD5], "text8": ["text8/text8"],
             "rt_polarity": [f"rt-polarity/{n}" for n in RT_POLARITY_MD5], "oxford_pets": ["oxford-iiit-pet"]}
 
 

@@ -430,3 +430,34 @@ def test_prefetch_never_claims_a_cache_it_did_not_fill(isolated, monkeypatch):
     monkeypatch.setattr(data, "DATASETS", {**data.DATASETS, "tinyshakespeare": fills})
     ok, what = data.prefetch("tinyshakespeare")
     assert ok and what.startswith("fetched into $CURRICULUM_CACHE (1 files")
+
+
+# --- text8 --------------------------------------------------------------------------------------
+
+def test_text8_from_the_search_path_checked_by_length(isolated, monkeypatch, capsys):
+    folder = isolated / "s" / "text8"
+    folder.mkdir(parents=True)
+    (folder / "text8").write_text(" anarchism originated as a term of abuse")
+    monkeypatch.setenv(data.DATA_PATH_VARIABLE, str(isolated / "s"))
+    monkeypatch.setattr(data, "TEXT8_CHARACTERS", 40)
+    assert data.text8().split()[:2] == ["anarchism", "originated"]
+    assert "$CURRICULUM_DATA/text8/text8" in capsys.readouterr().out
+    monkeypatch.setattr(data, "TEXT8_CHARACTERS", 100)
+    with pytest.raises(data.DataError, match="truncated or another file.*prefetch text8"):
+        data.text8()
+
+
+def test_text8_through_hugging_face_datasets_on_a_local_folder(isolated, capsys):
+    folder = isolated / "hub"
+    folder.mkdir()
+    (folder / "train.jsonl").write_text(json.dumps({"text": " anarchism originated as a term"}) + "\n")
+    assert data.text8(repository=str(folder)) == "anarchism originated as a term"
+    assert "Hugging Face datasets" in capsys.readouterr().out
+
+
+def test_text8_standin_is_announced(isolated, capsys):
+    with pytest.raises(data.DataNotFound, match="text8"):
+        data.text8(standin=False)
+    text = data.text8()
+    assert set(text) <= set("abcdefghijklmnopqrstuvwxyz ") and len(text.split()) > 50_000
+    assert "text8: STAND-IN" in capsys.readouterr().out and "text8" in data.used_standins()
