@@ -246,3 +246,39 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> tuple[GPT
     model = GPT(GPTConfig(**state.pop("config"))).to(device)
     model.load_state_dict(state.pop("model"))
     return model, state
+
+
+def shakespeare_char_gpt(profile: str, device: str | torch.device = "cpu") -> tuple[GPT, dict]:
+    """The character-level Tiny Shakespeare GPT of this topic's notebook (its recipe cell), for later topics.
+
+    Loaded from the checkpoint that the notebook saves, found by the hash of the same settings; when it is
+    absent, trained here with the same recipe and seed through ``train.train`` (and saved when the cache is
+    writable). Returns the model and its metadata: ``settings``, ``chars``, ``val_loss`` (held-out loss over
+    every window), ``source`` ("loaded" or "trained") and ``path``.
+    """
+    import importlib.util
+
+    from curriculum.data import writable_cache
+
+    spec = importlib.util.spec_from_file_location("gpt_train", Path(__file__).with_name("train.py"))
+    train = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train)
+    train_ids, val_ids, chars = train.shakespeare_chars()
+    recipe = {"smoke": dict(n_layer=2, n_head=2, n_embd=32, block_size=32, batch_size=8, iters=40, dropout=0.0, warmup=5),
+              "cpu": dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=12, iters=2000, dropout=0.0, warmup=100),
+              "gpu": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, batch_size=64, iters=5000, dropout=0.2, warmup=100),
+              }[profile] | dict(lr=1e-3, min_lr=1e-4, weight_decay=0.1, betas=(0.9, 0.99), grad_clip=1.0, seed=0)
+    config = GPTConfig(len(chars), recipe["block_size"], recipe["n_layer"], recipe["n_head"], recipe["n_embd"], recipe["dropout"])
+    settings = {"recipe": recipe, "config": vars(config), "data": "tinyshakespeare characters, first 90%", "chars": chars}
+    path = checkpoint_path(settings, profile)
+    if path.exists():
+        model, meta = load_checkpoint(path, device)
+        return model, meta | {"source": "loaded", "path": path}
+    torch.manual_seed(0)
+    model = GPT(config).to(device)
+    fit = {k: v for k, v in recipe.items() if k not in ("n_layer", "n_head", "n_embd", "block_size", "dropout")}
+    train.train(model, train_ids, progress=True, desc="04-gpt recipe", **fit)
+    meta = {"settings": settings, "chars": chars, "val_loss": train.evaluate(model, val_ids, config.block_size)}
+    if writable_cache() is not None:
+        save_checkpoint(path, model, **meta)
+    return model, meta | {"source": "trained", "path": path}
