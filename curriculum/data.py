@@ -15,6 +15,7 @@ import functools
 import gzip
 import hashlib
 import io
+import json
 import os
 import re
 import socket
@@ -114,6 +115,14 @@ def search_path() -> list[Path]:
 def cache_dir() -> Path:
     default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "curriculum"
     return Path(os.environ.get(CACHE_VARIABLE, default)).expanduser()
+
+
+def checkpoint_path(topic: str, settings: dict, profile: str) -> Path:
+    """Where a notebook saves a model for later topics: ``<cache>/checkpoints/<topic>-<profile>-<hash>.pt``,
+    the hash taken over the settings that made the model (JSON with sorted keys), so a change of recipe
+    never loads a stale model."""
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
+    return cache_dir() / "checkpoints" / f"{topic}-{profile}-{digest}.pt"
 
 
 def writable_cache() -> Path | None:

@@ -15,8 +15,6 @@ except inside the encoder layers, which keep ``nn.TransformerEncoderLayer``'s na
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -288,10 +286,9 @@ def train_tokenizer(texts: list[str], vocab_size: int):
 
 def checkpoint_path(settings: dict, profile: str) -> Path:
     """``<cache>/checkpoints/02-bert-<profile>-<hash>.pt``, the hash taken over the pretraining settings."""
-    from curriculum.data import cache_dir
+    from curriculum.data import checkpoint_path as cached
 
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
-    return cache_dir() / "checkpoints" / f"02-bert-{profile}-{digest}.pt"
+    return cached("02-bert", settings, profile)
 
 
 def save_checkpoint(path: Path, model: BertForPreTraining, **meta) -> None:

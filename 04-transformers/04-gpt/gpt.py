@@ -18,8 +18,6 @@ stores weights as (in, out), the transpose of ``nn.Linear``'s; ``from_hf_state_d
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -228,10 +226,9 @@ def train_tokenizer(texts: list[str], vocab_size: int):
 
 def checkpoint_path(settings: dict, profile: str) -> Path:
     """``<cache>/checkpoints/04-gpt-<profile>-<hash>.pt``, the hash taken over the training settings."""
-    from curriculum.data import cache_dir
+    from curriculum.data import checkpoint_path as cached
 
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
-    return cache_dir() / "checkpoints" / f"04-gpt-{profile}-{digest}.pt"
+    return cached("04-gpt", settings, profile)
 
 
 def save_checkpoint(path: Path, model: GPT, **meta) -> None:
