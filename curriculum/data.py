@@ -413,9 +413,10 @@ def cifar10(*, standin: bool = True, seed: int = 0) -> ImageData:
     """CIFAR-10 as ``N x 3 x 32 x 32`` floats in [0, 1].
 
     The official 50,000/10,000 split through torchvision (cache or download); offline, the JPEG
-    copies on the search path: 10,000 training images (1,000 a class) and the 10,000 test images,
-    sorted by class (draw subsets at random). With neither and ``standin``: coloured digits (split
-    with ``seed``), announced as a stand-in.
+    copies on the search path: 10,000 training images (1,000 a class) and the 10,000 test images.
+    Both splits come shuffled with ``seed``, so ``x_train[:n]`` is a random subset (the JPEG copies
+    are stored sorted by class). With neither and ``standin``: coloured digits (split with ``seed``),
+    announced as a stand-in.
     """
     tars = {name: next((p for d in search_path() if (p := d / "cifar10" / name).is_file()), None)
             for name in CIFAR10_TARS}
@@ -425,7 +426,7 @@ def cifar10(*, standin: bool = True, seed: int = 0) -> ImageData:
         x_test, y_test = _read_jpeg_tar(tars["cifar10-test-jpg.tar"], CIFAR10_TARS["cifar10-test-jpg.tar"])
         source = _announce("cifar10", f"JPEG copies from {display(tars['cifar10-test-jpg.tar'].parent)}: 10,000 of "
                                       "the 50,000 training images (1,000 a class) and the 10,000 test images")
-        return ImageData(x_train, y_train, x_test, y_test, CIFAR10_CLASSES, source)
+        return _shuffled(ImageData(x_train, y_train, x_test, y_test, CIFAR10_CLASSES, source), seed)
     from torchvision.datasets import CIFAR10
 
     try:
@@ -436,8 +437,16 @@ def cifar10(*, standin: bool = True, seed: int = 0) -> ImageData:
         return _cifar10_standin(seed)
     as_float = lambda d: torch.from_numpy(d.data).permute(0, 3, 1, 2).float().div(255)  # noqa: E731
     source = _announce("cifar10", f"official split 50,000 train / 10,000 test (torchvision, {display(cache_dir())})")
-    return ImageData(as_float(train), torch.tensor(train.targets), as_float(test), torch.tensor(test.targets),
-                     CIFAR10_CLASSES, source)
+    return _shuffled(ImageData(as_float(train), torch.tensor(train.targets), as_float(test),
+                               torch.tensor(test.targets), CIFAR10_CLASSES, source), seed)
+
+
+def _shuffled(data: ImageData, seed: int) -> ImageData:
+    """Both splits in an order drawn with ``seed`` (one permutation each, the same on every machine)."""
+    generator = torch.Generator().manual_seed(seed)
+    train, test = (torch.randperm(len(y), generator=generator) for y in (data.y_train, data.y_test))
+    return ImageData(data.x_train[train], data.y_train[train], data.x_test[test], data.y_test[test],
+                     data.classes, data.source)
 
 
 # --- Tiny Shakespeare ---------------------------------------------------------------------

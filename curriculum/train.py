@@ -61,31 +61,45 @@ class batches:  # noqa: N801 (used like a function: ``for x, y in batches(...)``
             yield tuple(t[idx] for t in self.tensors)
 
 
-def fit(step: Callable[[object], float | torch.Tensor | dict[str, float]],
-        data: Callable[[], Iterable] | Iterable, *, epochs: int = 1, max_steps: int | None = None,
-        evaluate: Callable[[], dict[str, float]] | None = None, desc: str = "train",
-        history: History | None = None) -> History:
-    """Run ``step`` on every batch of ``data`` for ``epochs`` epochs (or until ``max_steps``).
+def fit(step: Callable[[object], float | torch.Tensor | dict[str, float]], data: Iterable, *,
+        epochs: int = 1, max_steps: int | None = None, evaluate: Callable[[], dict[str, float]] | None = None,
+        eval_every: int | None = None, desc: str = "train", history: History | None = None) -> History:
+    """Run ``step`` on every batch of ``data`` for ``epochs`` passes (or until ``max_steps`` steps).
 
-    ``data`` is a re-iterable (``batches(...)``, a list, a DataLoader) or a function returning a
-    fresh iterable each epoch.
+    ``data`` is re-iterable and sized (``batches(...)``, a list, a DataLoader), so each pass
+    reshuffles and the progress bar knows its total.
     ``step`` returns the batch loss, or a dict with a ``"loss"`` key and other metrics.
-    ``evaluate`` (optional) is called after every epoch; its metrics go to ``history.epochs``.
+    ``evaluate`` (optional) is called after every pass, or every ``eval_every`` steps when given; each
+    call appends its metrics, and the mean training loss since the previous call, to ``history.epochs``.
     Raises ``DivergedError`` naming the step as soon as the loss is NaN or infinite.
     """
+    if callable(data) and not hasattr(data, "__iter__"):
+        raise TypeError("fit takes the batches themselves, e.g. cur.batches(x, y, batch_size=64), which "
+                        "reshuffle on every pass; not a function that returns them")
+    if eval_every is not None and (not isinstance(eval_every, int) or eval_every < 1):
+        raise ValueError(f"eval_every must be a positive number of steps, got {eval_every!r}")
     history = history or History()
     start, n_step = time.perf_counter(), len(history.steps.get("loss", []))
     first_step = n_step
-    total = None
-    if max_steps is not None:
-        total = max_steps
-    elif hasattr(data, "__len__"):
-        total = epochs * len(data)
+    total = max_steps if max_steps is not None else epochs * len(data) if hasattr(data, "__len__") else None
     # standard output: standard error is drawn on a pink background in Jupyter and on GitHub
     bar = tqdm(total=total, desc=desc, unit="step", leave=True, mininterval=1.0, file=sys.stdout)
+    recent: list[float] = []   # training losses since the last evaluation point
+
+    def record() -> None:
+        history.epochs["loss"].append(sum(recent) / len(recent))
+        recent.clear()
+        if evaluate is not None:
+            for k, v in evaluate().items():
+                history.epochs[k].append(float(v))
+            bar.set_postfix({k: f"{v[-1]:.4f}" for k, v in history.epochs.items()}, refresh=False)
+
+    def done() -> bool:
+        return max_steps is not None and n_step - first_step >= max_steps
+
     for epoch in range(epochs):
-        epoch_losses: list[float] = []
-        for batch in (data() if callable(data) else data):
+        steps_before = n_step
+        for batch in data:
             out = step(batch)
             metrics = out if isinstance(out, dict) else {"loss": out}
             if metrics.get("loss") is None:
@@ -100,23 +114,22 @@ def fit(step: Callable[[object], float | torch.Tensor | dict[str, float]],
                 )
             for k, v in metrics.items():
                 history.steps[k].append(v)
-            epoch_losses.append(metrics["loss"])
+            recent.append(metrics["loss"])
             n_step += 1
             bar.update(1)
             if n_step % 10 == 0:
                 bar.set_postfix(loss=f"{metrics['loss']:.4f}", refresh=False)
-            if max_steps is not None and n_step - first_step >= max_steps:
+            if eval_every is not None and (n_step - first_step) % eval_every == 0:
+                record()
+            if done():
                 break
-        if not epoch_losses:
+        if n_step == steps_before:
             bar.close()
             raise ValueError(f"the data yielded no batches in epoch {epoch}; check that it is not empty "
                              "(a generator is used up after one pass: pass batches(...) or a list)")
-        history.epochs["loss"].append(sum(epoch_losses) / len(epoch_losses))
-        if evaluate is not None:
-            for k, v in evaluate().items():
-                history.epochs[k].append(float(v))
-            bar.set_postfix({k: f"{v[-1]:.4f}" for k, v in history.epochs.items()}, refresh=False)
-        if max_steps is not None and n_step - first_step >= max_steps:
+        if eval_every is None and recent:
+            record()
+        if done():
             break
     bar.close()
     history.seconds += time.perf_counter() - start

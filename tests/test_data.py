@@ -461,3 +461,13 @@ def test_text8_standin_is_announced(isolated, capsys):
     text = data.text8()
     assert set(text) <= set("abcdefghijklmnopqrstuvwxyz ") and len(text.split()) > 50_000
     assert "text8: STAND-IN" in capsys.readouterr().out and "text8" in data.used_standins()
+
+
+def test_cifar10_splits_are_shuffled_with_the_seed():
+    sorted_by_class = torch.arange(100) // 10    # the JPEG copies are stored class by class
+    images = data.ImageData(sorted_by_class.float()[:, None], sorted_by_class, sorted_by_class.float()[:, None],
+                            sorted_by_class, tuple("0123456789"), "test")
+    a, b, c = data._shuffled(images, 0), data._shuffled(images, 0), data._shuffled(images, 1)
+    assert torch.equal(a.y_train, b.y_train) and not torch.equal(a.y_train, c.y_train)
+    assert sorted(a.y_train.tolist()) == sorted_by_class.tolist() and len(set(a.y_train[:10].tolist())) > 3
+    assert torch.equal(a.x_train[:, 0].long(), a.y_train) and torch.equal(a.x_test[:, 0].long(), a.y_test)

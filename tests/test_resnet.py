@@ -173,21 +173,6 @@ def test_he_initialisation_scale():
     assert abs(conv.weight.std().item() / (2 / 576) ** 0.5 - 1) < 0.03
 
 
-def test_augment_crops_and_flips_each_image():
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(16, 3, 6, 6)
-    y = resnet.augment(x, g, pad=2)
-    assert y.shape == x.shape
-    padded = F.pad(x, (2, 2, 2, 2))
-    for i in range(16):
-        crops = [padded[i, :, r:r + 6, c:c + 6] for r in range(5) for c in range(5)]
-        assert any(torch.equal(y[i], crop) or torch.equal(y[i], crop.flip(-1)) for crop in crops)
-    flipped_only = resnet.augment(x, g, pad=0)
-    is_flipped = [torch.equal(a, b.flip(-1)) for a, b in zip(flipped_only, x)]
-    assert all(torch.equal(a, b) or f for a, b, f in zip(flipped_only, x, is_flipped))
-    assert 0 < sum(is_flipped) < 16
-
-
 @pytest.mark.parametrize("depth", [0, 2, 7, 21, 57])
 def test_depth_not_of_the_form_6n_plus_2_raises(depth):
     with pytest.raises(ValueError, match=r"6n \+ 2"):

@@ -61,7 +61,7 @@ def test_fit_learns_and_records_history():
         opt.step()
         return {"loss": loss, "batch_accuracy": (model(xb).argmax(1) == yb).float().mean()}
 
-    history = cur.fit(step, lambda: cur.batches(x, y, batch_size=32), epochs=5,
+    history = cur.fit(step, cur.batches(x, y, batch_size=32), epochs=5,
                       evaluate=lambda: {"accuracy": cur.accuracy(model, x, y)})
     assert len(history.steps["loss"]) == 40 and len(history.epochs["accuracy"]) == 5
     assert history.last("accuracy") > 0.9 and history.epochs["loss"][-1] < history.epochs["loss"][0]
@@ -73,6 +73,22 @@ def test_fit_learns_and_records_history():
 def test_fit_stops_at_max_steps():
     history = cur.fit(lambda b: 1.0, [0] * 100, epochs=3, max_steps=7)
     assert len(history.steps["loss"]) == 7
+
+
+def test_fit_evaluates_every_eval_every_steps_across_passes():
+    calls = []
+    history = cur.fit(lambda b: float(b), list(range(4)), epochs=5, max_steps=18, eval_every=6,
+                      evaluate=lambda: calls.append(1) or {"calls": len(calls)})
+    assert len(history.steps["loss"]) == 18 and history.epochs["calls"] == [1, 2, 3]
+    assert history.epochs["loss"] == [(0 + 1 + 2 + 3 + 0 + 1) / 6,
+                                      (2 + 3 + 0 + 1 + 2 + 3) / 6, (0 + 1 + 2 + 3 + 0 + 1) / 6]
+    with pytest.raises(ValueError, match="eval_every must be a positive"):
+        cur.fit(lambda b: 1.0, [0], eval_every=0)
+
+
+def test_fit_takes_batches_not_a_function_returning_them():
+    with pytest.raises(TypeError, match="takes the batches themselves"):
+        cur.fit(lambda b: 1.0, lambda: [0, 1])
 
 
 def test_fit_names_the_step_where_the_loss_diverged():

@@ -63,17 +63,17 @@ def test_penalty_in_the_loss_equals_decay_in_the_optimizer():
 
 def test_decoupled_equals_l2_without_momentum_and_differs_with_it():
     plain = dict(lr=0.1, weight_decay=0.1)
-    torch.testing.assert_close(trajectory(lambda p: wd.SGD(p, **plain, decoupled=True))[-1],
+    torch.testing.assert_close(trajectory(lambda p: wd.SGD(p, **plain, decoupled_weight_decay=True))[-1],
                                trajectory(lambda p: wd.SGD(p, **plain))[-1], **TOL)
     heavy = dict(lr=0.1, momentum=0.9, weight_decay=0.1)
-    gap = trajectory(lambda p: wd.SGD(p, **heavy, decoupled=True))[-1] - trajectory(lambda p: wd.SGD(p, **heavy))[-1]
+    gap = trajectory(lambda p: wd.SGD(p, **heavy, decoupled_weight_decay=True))[-1] - trajectory(lambda p: wd.SGD(p, **heavy))[-1]
     assert gap.abs().max() > 1e-3
 
 
 def test_decoupled_with_momentum_keeps_decay_out_of_the_buffer():
     """One parameter, zero loss gradient: the buffer stays zero and w shrinks by (1 − ηλ) per step."""
     w = torch.nn.Parameter(torch.tensor([2.0, -1.0], dtype=torch.float64))
-    optimizer = wd.SGD([w], lr=0.1, momentum=0.9, weight_decay=0.5, decoupled=True)
+    optimizer = wd.SGD([w], lr=0.1, momentum=0.9, weight_decay=0.5, decoupled_weight_decay=True)
     for _ in range(10):
         w.grad = torch.zeros_like(w)
         optimizer.step()
@@ -86,7 +86,7 @@ def test_decoupled_matches_closed_form(decay):
     torch.manual_seed(1)
     w0, g = torch.randn(6, dtype=torch.float64), torch.randn(6, dtype=torch.float64)
     w = torch.nn.Parameter(w0.clone())
-    optimizer = wd.SGD([w], lr=0.2, weight_decay=decay, decoupled=True)
+    optimizer = wd.SGD([w], lr=0.2, weight_decay=decay, decoupled_weight_decay=True)
     for _ in range(40):
         w.grad = g.clone()
         optimizer.step()
@@ -108,7 +108,7 @@ def test_state_dicts_load_both_ways():
     ours = wd.SGD(net.parameters(), lr=0.5)
     ours.load_state_dict(theirs.state_dict())
     group = ours.param_groups[0]
-    assert (group["lr"], group["momentum"], group["weight_decay"], group["decoupled"]) == (0.1, 0.9, 0.01, False)
+    assert (group["lr"], group["momentum"], group["weight_decay"], group["decoupled_weight_decay"]) == (0.1, 0.9, 0.01, False)
     buffers = [ours.state[p]["momentum_buffer"] for p in net.parameters()]
     assert all(b.shape == p.shape for b, p in zip(buffers, net.parameters()))
     back = torch.optim.SGD(net.parameters(), lr=0.5)

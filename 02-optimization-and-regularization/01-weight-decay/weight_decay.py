@@ -37,15 +37,15 @@ class SGD(torch.optim.Optimizer):
     """Stochastic gradient descent with momentum and weight decay, mirroring ``torch.optim.SGD``.
 
     Arguments as in ``torch.optim.SGD`` (``lr``, ``momentum``, ``dampening``, ``weight_decay``,
-    ``nesterov``), plus ``decoupled``: ``False`` adds λw to the gradient (the L2 step, PyTorch's
-    behaviour); ``True`` multiplies the weights by 1 − ηλ apart from the gradient step (the
+    ``nesterov``), plus ``decoupled_weight_decay`` (the name ``torch.optim.Adam`` uses): ``False``
+    adds λw to the gradient (the L2 step, PyTorch's behaviour); ``True`` multiplies the weights by 1 − ηλ apart from the gradient step (the
     decoupled step). The momentum buffer is stored under PyTorch's name, ``momentum_buffer``, so
     state dicts load in both directions.
     """
 
     def __init__(self, params: Iterable[Tensor] | Iterable[dict], lr: float = 1e-3, momentum: float = 0.0,
                  dampening: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False, *,
-                 decoupled: bool = False) -> None:
+                 decoupled_weight_decay: bool = False) -> None:
         if lr < 0.0:
             raise ValueError(f"invalid learning rate: {lr} (must be >= 0)")
         if momentum < 0.0:
@@ -55,14 +55,14 @@ class SGD(torch.optim.Optimizer):
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("Nesterov momentum requires a momentum > 0 and zero dampening")
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
-                        nesterov=nesterov, decoupled=decoupled)
+                        nesterov=nesterov, decoupled_weight_decay=decoupled_weight_decay)
         super().__init__(params, defaults)
 
     def __setstate__(self, state: dict) -> None:
-        """Accept state dicts of ``torch.optim.SGD``, which have no ``decoupled`` entry."""
+        """Accept state dicts of ``torch.optim.SGD``, which have no ``decoupled_weight_decay`` entry."""
         super().__setstate__(state)
         for group in self.param_groups:
-            group.setdefault("decoupled", False)
+            group.setdefault("decoupled_weight_decay", False)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
@@ -77,7 +77,7 @@ class SGD(torch.optim.Optimizer):
                 if w.grad is None:
                     continue
                 grad = w.grad
-                if decay != 0 and group["decoupled"]:
+                if decay != 0 and group["decoupled_weight_decay"]:
                     w.mul_(1 - lr * decay)  # w ← (1 − ηλ) w, untouched by momentum
                 elif decay != 0:
                     grad = grad.add(w, alpha=decay)  # g ← ∇E_0 + λ w

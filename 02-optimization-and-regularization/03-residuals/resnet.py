@@ -118,18 +118,3 @@ class ResNet(nn.Module):
         x = F.relu(self.bn1(self.conv1(x)))
         x = self.layer3(self.layer2(self.layer1(x)))
         return self.fc(x.mean(dim=(2, 3)))  # global average pooling, then the 10-way fc
-
-
-def augment(x: torch.Tensor, generator: torch.Generator | None = None, pad: int = 4) -> torch.Tensor:
-    """The paper's CIFAR augmentation on a batch: pad 4 pixels with zeros, take a random 32x32
-    crop, and flip it horizontally with probability 1/2 (one gather, no loop over images)."""
-    n, c, h, w = x.shape
-    shifts = torch.randint(0, 2 * pad + 1, (2, n, 1), generator=generator).to(x.device)
-    flips = (torch.rand(n, generator=generator) < 0.5).to(x.device)
-    rows = shifts[0] + torch.arange(h, device=x.device)  # n x h: the rows each crop keeps
-    cols = shifts[1] + torch.arange(w, device=x.device)
-    cols = torch.where(flips[:, None], cols.flip(1), cols)  # a flip reads the columns backwards
-    padded = F.pad(x, (pad, pad, pad, pad))
-    batch = torch.arange(n, device=x.device)[:, None, None, None]
-    channel = torch.arange(c, device=x.device)[None, :, None, None]
-    return padded[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
