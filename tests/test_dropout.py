@@ -124,8 +124,8 @@ def test_max_norm_rejects_non_positive_bound():
 
 
 def test_mlp_shapes_state_dict_and_modes():
-    net = do.MLP((784, 64, 32, 10), p_input=0.2, p_hidden=0.5)
-    reference = torch.nn.Sequential(torch.nn.Linear(784, 64), torch.nn.Linear(64, 32), torch.nn.Linear(32, 10))
+    net = do.MLP((784, 64, 64, 10), p_input=0.2, p_hidden=0.5)
+    reference = torch.nn.Sequential(torch.nn.Linear(784, 64), torch.nn.Linear(64, 64), torch.nn.Linear(64, 10))
     assert [tuple(p.shape) for p in net.parameters()] == [tuple(p.shape) for p in reference.parameters()]
     x = torch.rand(5, 1, 28, 28)
     assert net(x).shape == (5, 10)
@@ -140,16 +140,16 @@ def test_mlp_shapes_state_dict_and_modes():
 def test_mlp_without_dropout_equals_plain_relu_network():
     net = do.MLP((784, 64, 10), p_input=0.0, p_hidden=0.0)
     x = torch.rand(3, 784)
-    expected = net.out(torch.relu(net.hidden[0](x)))
+    expected = net.head(torch.relu(net.hidden[0](x)))
     torch.testing.assert_close(net(x), expected)
 
 
 def test_mlp_constrain_bounds_every_layer():
-    net = do.MLP((784, 64, 32, 10))
-    for layer in [*net.hidden, net.out]:
+    net = do.MLP((784, 64, 64, 10))
+    for layer in [*net.hidden, net.head]:
         torch.nn.init.normal_(layer.weight, std=1.0)
     net.constrain(3.0)
-    assert all((layer.weight.norm(dim=1) <= 3.0 + 1e-5).all() for layer in [*net.hidden, net.out])
+    assert all((layer.weight.norm(dim=1) <= 3.0 + 1e-5).all() for layer in [*net.hidden, net.head])
 
 
 def test_mlp_rejects_wrong_input_size():
@@ -180,7 +180,7 @@ def test_monte_carlo_average_of_a_linear_readout_approaches_weight_scaling():
     when the logits are small (a near-linear softmax)."""
     torch.manual_seed(0)
     net = do.MLP((784, 10), p_input=0.5, p_hidden=0.0)
-    torch.nn.init.normal_(net.out.weight, std=1e-3)
+    torch.nn.init.normal_(net.head.weight, std=1e-3)
     x = torch.rand(4, 784)
     torch.manual_seed(1)
     averaged = do.monte_carlo_average(net, x, samples=2000)

@@ -92,28 +92,37 @@ class DeepMLP(nn.Module):
     Every layer starts from the same scheme for every non-linearity f: Glorot and Bengio's (2010)
     "normalized" uniform initialisation W ~ U[-a, a], a = sqrt(6 / (fan_in + fan_out)), and b = 0,
     so that a comparison between non-linearities compares the non-linearities only.
+    Optional dropout (``dropout(p)`` modules, ``nn.Dropout`` by default) on the input with rate
+    ``p_input`` and on every hidden layer's output with rate ``p_hidden``: the MLP that 04-dropout
+    and 07-gelu build on.
     """
 
     def __init__(self, activation: Callable[[], nn.Module], depth: int = 8, width: int = 256,
-                 in_features: int = 784, classes: int = 10) -> None:
+                 in_features: int = 784, classes: int = 10, p_input: float = 0.0, p_hidden: float = 0.0,
+                 dropout: Callable[[float], nn.Module] = nn.Dropout) -> None:
         super().__init__()
         sizes = [in_features] + [width] * depth
+        self.in_features = in_features
         self.hidden = nn.ModuleList(nn.Linear(n_in, n_out) for n_in, n_out in zip(sizes[:-1], sizes[1:]))
         self.activations = nn.ModuleList(activation() for _ in range(depth))
-        self.head = nn.Linear(width, classes)
+        self.drop_input, self.drop_hidden = dropout(p_input), dropout(p_hidden)
+        self.head = nn.Linear(sizes[-1], classes)
         for linear in [*self.hidden, self.head]:
             nn.init.xavier_uniform_(linear.weight)
             nn.init.zeros_(linear.bias)
 
     def forward(self, x: torch.Tensor, keep: list[torch.Tensor] | None = None) -> torch.Tensor:
-        """Logits for images ``N x 1 x 28 x 28`` (or ``N x 784``); hidden outputs go to ``keep`` if given."""
-        if x.dim() not in (2, 4):
-            raise ValueError(f"expected images N x C x H x W or flat inputs N x features, got shape {tuple(x.shape)}")
-        h = x.flatten(1)
+        """Logits for images ``N x C x H x W`` or flat inputs ``N x in_features``; the hidden outputs
+        f(W_l h_{l-1} + b_l), before dropout, go to ``keep`` if given."""
+        if x.dim() not in (2, 4) or x[0].numel() != self.in_features:
+            raise ValueError(f"expected images N x C x H x W or flat inputs N x features with {self.in_features} "
+                             f"values per example, got shape {tuple(x.shape)}")
+        h = self.drop_input(x.flatten(1))
         for linear, f in zip(self.hidden, self.activations):
             h = f(linear(h))
             if keep is not None:
                 keep.append(h)
+            h = self.drop_hidden(h)
         return self.head(h)
 
 

@@ -23,6 +23,11 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+import curriculum as cur
+
+_relu = cur.load_topic("relu")
+DeepMLP, ReLU = _relu.DeepMLP, _relu.ReLU
+
 
 def dropout(x: Tensor, p: float = 0.5, training: bool = True, inplace: bool = False) -> Tensor:
     """Zero each element with probability p and scale the rest by 1/(1 − p), like ``F.dropout``.
@@ -68,32 +73,22 @@ def max_norm_(weight: Tensor, max_norm: float) -> Tensor:
     return weight.mul_((max_norm / norms).clamp(max=1.0))
 
 
-class MLP(nn.Module):
-    """The paper's MNIST network (Table 2): fully connected ReLU layers, dropout on the input
-    (``p_input``) and after every hidden layer (``p_hidden``); ``p = 0`` gives the standard net."""
+class MLP(DeepMLP):
+    """The paper's MNIST network (Table 2) on 02-relu's ``DeepMLP``: fully connected ReLU layers of
+    equal width, dropout on the input (``p_input``) and after every hidden layer (``p_hidden``);
+    ``p = 0`` gives the standard net."""
 
     def __init__(self, sizes: Sequence[int] = (784, 1024, 1024, 1024, 10), p_input: float = 0.2,
                  p_hidden: float = 0.5) -> None:
-        super().__init__()
-        self.in_features = sizes[0]
-        self.drop_input = Dropout(p_input)
-        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-2], sizes[1:-1]))
-        self.drop_hidden = Dropout(p_hidden)
-        self.out = nn.Linear(sizes[-2], sizes[-1])
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Logits for ``x`` of shape (batch, ...) whose trailing dimensions hold ``sizes[0]`` inputs."""
-        if x.dim() < 2 or x[0].numel() != self.in_features:
-            raise ValueError(f"expected input of shape (batch, {self.in_features}), or (batch, ...) with "
-                             f"{self.in_features} values per example, got {tuple(x.shape)}")
-        h = self.drop_input(x.flatten(1))
-        for layer in self.hidden:
-            h = self.drop_hidden(torch.relu(layer(h)))
-        return self.out(h)
+        if len(sizes) < 2 or len(set(sizes[1:-1])) > 1:
+            raise ValueError(f"sizes must be (inputs, hidden widths..., classes) with equal hidden widths, got {sizes}")
+        depth = len(sizes) - 2
+        super().__init__(ReLU, depth=depth, width=sizes[1] if depth else sizes[0], in_features=sizes[0],
+                         classes=sizes[-1], p_input=p_input, p_hidden=p_hidden, dropout=Dropout)
 
     def constrain(self, max_norm: float) -> None:
         """Apply the max-norm constraint to every layer's incoming weights."""
-        for layer in [*self.hidden, self.out]:
+        for layer in [*self.hidden, self.head]:
             max_norm_(layer.weight, max_norm)
 
 

@@ -17,6 +17,10 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+import curriculum as cur
+
+DeepMLP = cur.load_topic("relu").DeepMLP
+
 APPROXIMATIONS = ("none", "tanh")
 
 
@@ -69,8 +73,8 @@ class ELU(nn.Module):
         return f"alpha={self.alpha}"
 
 
-class MLP(nn.Module):
-    """The classifier of the paper's MNIST experiment (Section 3.1).
+class MLP(DeepMLP):
+    """The classifier of the paper's MNIST experiment (Section 3.1), on 02-relu's ``DeepMLP``.
 
     ``depth`` hidden layers h_l = dropout(f(W_l h_{l-1} + b_l)) of ``width`` units, then linear
     logits. As in the paper, every weight matrix starts with rows of unit Euclidean norm (Gaussian
@@ -79,23 +83,9 @@ class MLP(nn.Module):
 
     def __init__(self, activation: Callable[[], nn.Module], depth: int = 8, width: int = 128,
                  dropout: float = 0.0, in_features: int = 784, classes: int = 10) -> None:
-        super().__init__()
-        sizes = [in_features] + [width] * depth
-        self.hidden = nn.ModuleList(nn.Linear(n_in, n_out) for n_in, n_out in zip(sizes[:-1], sizes[1:]))
-        self.activation = activation()
-        self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(width, classes)
+        super().__init__(activation, depth=depth, width=width, in_features=in_features, classes=classes,
+                         p_hidden=dropout)
         with torch.no_grad():
             for linear in [*self.hidden, self.head]:
                 nn.init.normal_(linear.weight)
                 linear.weight /= linear.weight.norm(dim=1, keepdim=True)
-                nn.init.zeros_(linear.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``N x classes`` for images ``N x C x H x W`` or flat inputs ``N x in_features``."""
-        if x.dim() not in (2, 4):
-            raise ValueError(f"expected images N x C x H x W or flat inputs N x features, got shape {tuple(x.shape)}")
-        h = x.flatten(1)
-        for linear in self.hidden:
-            h = self.dropout(self.activation(linear(h)))
-        return self.head(h)
