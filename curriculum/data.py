@@ -18,6 +18,7 @@ import io
 import json
 import os
 import re
+import shutil
 import socket
 import struct
 import tarfile
@@ -734,23 +735,53 @@ def shapes(n: int, *, size: int = 64, seed: int = 0) -> tuple[torch.Tensor, torc
     return images, masks.long()
 
 
+# Oxford-IIIT Pet's two archives with torchvision's MD5s, the small one first: a damaged or partial
+# copy is reported before 790 MB of images are hashed.
+PETS_ARCHIVES = {"annotations.tar.gz": "95a8c909bbe2e81eed6a22bccdf3f68f",
+                 "images.tar.gz": "5c4f3ee8e5d25df40f4fd59a7f44e54c"}
+
+
+def _pets_root() -> Path:
+    """The folder that holds ``oxford-iiit-pet/{images,annotations}`` as torchvision lays them out:
+    a search-path entry or the cache that has them unpacked; else the two archives from the search
+    path, verified and unpacked into the cache; else the cache (for torchvision to download into)."""
+    for root in [*search_path(), cache_dir()]:
+        if all((root / "oxford-iiit-pet" / part).is_dir() for part in ("images", "annotations")):
+            return root
+    archives = []
+    for name, md5 in PETS_ARCHIVES.items():
+        archive = find(f"oxford-iiit-pet/{name}", md5, "oxford_pets")
+        if archive is None:
+            return cache_dir()
+        archives.append(archive)
+    if writable_cache() is None:
+        raise DataError(f"the Oxford-IIIT Pet archives must be unpacked, but the cache {display(cache_dir())} "
+                        f"is not writable: point ${CACHE_VARIABLE} at a writable folder")
+    target = cache_dir() / "oxford-iiit-pet"
+    part = target.with_name(target.name + ".part")
+    shutil.rmtree(part, ignore_errors=True)  # what an interrupted unpacking left
+    for archive in archives:  # unpacked whole into <target>.part, then renamed into place
+        with tarfile.open(archive) as tar:
+            tar.extractall(part, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
+    os.replace(part, target)
+    return cache_dir()
+
+
 def oxford_pets(*, size: int = 64, split: str = "trainval") -> tuple[torch.Tensor, torch.Tensor]:
     """Oxford-IIIT Pet through torchvision: images resized to ``size`` and masks with 1 = pet
-    (the trimap's pet and border classes) and 0 = background. Searched on the data search path
-    (folder ``oxford-iiit-pet`` as torchvision lays it out), then the cache, then downloaded."""
+    (the trimap's pet and border classes) and 0 = background. Found unpacked (folder
+    ``oxford-iiit-pet`` as torchvision lays it out) on the data search path or in the cache; else its
+    two archives ``oxford-iiit-pet/{annotations,images}.tar.gz`` on the search path, checked against
+    torchvision's MD5s and unpacked into the cache; else downloaded by torchvision (which checks them)."""
     from torchvision.datasets import OxfordIIITPet
     from torchvision.transforms.functional import pil_to_tensor, resize
 
-    roots = [d for d in search_path() if (d / "oxford-iiit-pet").is_dir()] + [cache_dir()]
-    for root in roots:
-        try:
-            dataset = OxfordIIITPet(root, split=split, target_types="segmentation",
-                                    download=root == cache_dir() and can_download("oxford_pets"))
-            break
-        except Exception as e:  # missing files and failed downloads both land here
-            error = e
-    else:
-        raise _not_found("oxford_pets", "oxford-iiit-pet/") from error
+    root = _pets_root()
+    try:
+        dataset = OxfordIIITPet(root, split=split, target_types="segmentation",
+                                download=root == cache_dir() and can_download("oxford_pets"))
+    except Exception as e:  # missing files and failed downloads both land here
+        raise _not_found("oxford_pets", "oxford-iiit-pet/{annotations,images}.tar.gz") from e
     images, masks = [], []
     for image, trimap in dataset:
         images.append(resize(pil_to_tensor(image.convert("RGB")), [size, size], antialias=True).float() / 255)

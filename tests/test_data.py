@@ -471,3 +471,47 @@ def test_cifar10_splits_are_shuffled_with_the_seed():
     assert torch.equal(a.y_train, b.y_train) and not torch.equal(a.y_train, c.y_train)
     assert sorted(a.y_train.tolist()) == sorted_by_class.tolist() and len(set(a.y_train[:10].tolist())) > 3
     assert torch.equal(a.x_train[:, 0].long(), a.y_train) and torch.equal(a.x_test[:, 0].long(), a.y_test)
+
+
+def _pets_archives(folder):
+    """Two tiny archives laid out like Oxford-IIIT Pet's: annotations/ and images/."""
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    for name, members in (("annotations.tar.gz", {"annotations/trainval.txt": b"Abyssinian_1 1 1 1\n"}),
+                          ("images.tar.gz", {})):
+        with tarfile.open(folder / name, "w:gz") as tar:
+            if name == "images.tar.gz":
+                buffer = io.BytesIO()
+                Image.new("RGB", (20, 16), (10, 200, 10)).save(buffer, format="JPEG")
+                members = {"images/Abyssinian_1.jpg": buffer.getvalue()}
+            for member, content in members.items():
+                info = tarfile.TarInfo(member)
+                info.size = len(content)
+                tar.addfile(info, io.BytesIO(content))
+    return {name: data.md5sum(folder / name) for name in ("annotations.tar.gz", "images.tar.gz")}
+
+
+def test_oxford_pets_archives_are_verified_small_first_and_unpacked_into_the_cache(isolated, monkeypatch):
+    md5 = _pets_archives(isolated / "s" / "oxford-iiit-pet")
+    monkeypatch.setenv(data.DATA_PATH_VARIABLE, str(isolated / "s"))
+    monkeypatch.setattr(data, "PETS_ARCHIVES", md5)
+    root = data._pets_root()
+    assert root == data.cache_dir()
+    assert (root / "oxford-iiit-pet" / "images" / "Abyssinian_1.jpg").is_file()
+    assert (root / "oxford-iiit-pet" / "annotations" / "trainval.txt").is_file()
+    assert not (root / "oxford-iiit-pet.part").exists()
+    assert data._pets_root() == root  # found unpacked the second time
+
+
+def test_oxford_pets_damaged_small_archive_is_reported_before_the_large_one_is_hashed(isolated, monkeypatch):
+    md5 = _pets_archives(isolated / "s" / "oxford-iiit-pet")
+    monkeypatch.setenv(data.DATA_PATH_VARIABLE, str(isolated / "s"))
+    monkeypatch.setattr(data, "PETS_ARCHIVES", {**md5, "annotations.tar.gz": "0" * 32})
+    hashed = []
+    real_md5sum = data.md5sum
+    monkeypatch.setattr(data, "md5sum", lambda path: hashed.append(path.name) or real_md5sum(path))
+    with pytest.raises(data.DataError, match="annotations.tar.gz is corrupted or truncated"):
+        data._pets_root()
+    assert hashed == ["annotations.tar.gz"]
+    assert not (data.cache_dir() / "oxford-iiit-pet").exists()
