@@ -142,6 +142,14 @@ class GPT(nn.Module):
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
                 cache: Cache | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        logits = self.lm_head(self.features(idx, cache))  # (B, T, vocab_size)
+        if targets is None:
+            return logits, None
+        return logits, F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-1)
+
+    def features(self, idx: torch.Tensor, cache: Cache | None = None) -> torch.Tensor:
+        """The last block's output after ``ln_f``, (B, T, n_embd): what ``lm_head`` reads, and what a
+        reward or value head reads in 04-06."""
         if idx.dim() != 2 or idx.dtype not in (torch.int64, torch.int32):
             raise ValueError(f"GPT expects integer token ids of shape (B, T), got {tuple(idx.shape)} {idx.dtype}")
         past = 0 if cache is None or cache[0] is None else cache[0][0].shape[2]
@@ -152,10 +160,7 @@ class GPT(nn.Module):
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
         for layer, block in enumerate(self.transformer.h):
             x = block(x, cache, layer)
-        logits = self.lm_head(self.transformer.ln_f(x))  # (B, T, vocab_size)
-        if targets is None:
-            return logits, None
-        return logits, F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-1)
+        return self.transformer.ln_f(x)
 
     @torch.no_grad()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
