@@ -85,8 +85,27 @@ def fit(step: Callable[[object], float | torch.Tensor | dict[str, float]], data:
     # standard output: standard error is drawn on a pink background in Jupyter and on GitHub
     bar = tqdm(total=total, desc=desc, unit="step", leave=True, mininterval=1.0, file=sys.stdout)
     recent: list[float] = []   # training losses since the last evaluation point
+    pending: list[tuple[int, int, dict]] = []  # (step, epoch, metrics) not yet read back from the device
+
+    def read_back() -> None:
+        """Turn the pending metrics into floats: one device synchronisation per call, every 10 steps."""
+        for at, epoch_of, metrics in pending:
+            metrics = {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in metrics.items()}
+            if not math.isfinite(metrics["loss"]):
+                bar.close()
+                raise DivergedError(
+                    f"loss became {metrics['loss']} at step {at} (epoch {epoch_of}); "
+                    "lower the learning rate, or check the inputs for NaN or infinite values"
+                )
+            for k, v in metrics.items():
+                history.steps[k].append(v)
+            recent.append(metrics["loss"])
+        if pending:
+            bar.set_postfix(loss=f"{recent[-1]:.4f}", refresh=False)
+        pending.clear()
 
     def record() -> None:
+        read_back()
         history.epochs["loss"].append(sum(recent) / len(recent))
         recent.clear()
         if evaluate is not None:
@@ -105,20 +124,11 @@ def fit(step: Callable[[object], float | torch.Tensor | dict[str, float]], data:
             if metrics.get("loss") is None:
                 bar.close()
                 raise TypeError(f"step must return the batch loss or a dict with a 'loss' entry, got {out!r:.80}")
-            metrics = {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in metrics.items()}
-            if not math.isfinite(metrics["loss"]):
-                bar.close()
-                raise DivergedError(
-                    f"loss became {metrics['loss']} at step {n_step} (epoch {epoch}); "
-                    "lower the learning rate, or check the inputs for NaN or infinite values"
-                )
-            for k, v in metrics.items():
-                history.steps[k].append(v)
-            recent.append(metrics["loss"])
+            pending.append((n_step, epoch, {k: v.detach() if torch.is_tensor(v) else v for k, v in metrics.items()}))
             n_step += 1
             bar.update(1)
             if n_step % 10 == 0:
-                bar.set_postfix(loss=f"{metrics['loss']:.4f}", refresh=False)
+                read_back()
             if eval_every is not None and (n_step - first_step) % eval_every == 0:
                 record()
             if done():
@@ -127,10 +137,11 @@ def fit(step: Callable[[object], float | torch.Tensor | dict[str, float]], data:
             bar.close()
             raise ValueError(f"the data yielded no batches in epoch {epoch}; check that it is not empty "
                              "(a generator is used up after one pass: pass batches(...) or a list)")
-        if eval_every is None and recent:
+        if eval_every is None:
             record()
         if done():
             break
+    read_back()
     bar.close()
     history.seconds += time.perf_counter() - start
     return history

@@ -187,3 +187,20 @@ def test_registry_lookup():
 def test_load_topic_imports_by_name_once():
     dnn = cur.load_topic("dnn")
     assert cur.load_topic("01-dnn") is dnn and hasattr(dnn, "MLP")
+
+
+def test_fit_reads_the_loss_back_every_10_steps_not_every_step():
+    """On a GPU, reading a loss forces a synchronisation: fit reads the pending ones every 10 steps."""
+    taken, read_at = [0], set()
+
+    class DeviceLoss:  # stands in for a loss still on the device
+        def __float__(self):
+            read_at.add(taken[0])
+            return 1.0
+
+    def step(_):
+        taken[0] += 1
+        return DeviceLoss()
+
+    history = cur.fit(step, list(range(25)))
+    assert read_at == {10, 20, 25} and len(history.steps["loss"]) == 25
