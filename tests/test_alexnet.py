@@ -92,6 +92,32 @@ def test_alexnet_rejects_bad_input():
         alexnet.AlexNet(activation="sigmoid")
 
 
+def test_gaussian_init_sets_fixed_deviations_and_zero_biases():
+    torch.manual_seed(0)
+    model = alexnet.AlexNet(widths=(32, 32, 64), hidden=(), lrn=False, dropout=0.0)
+    assert alexnet.gaussian_init_(model, 0.01) is model
+    layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    for layer in layers:  # 2,400 to 51,200 weights each: the sample deviation is within 3% of 0.01
+        assert abs(layer.weight.std().item() - 0.01) < 3e-4
+        assert abs(layer.weight.mean().item()) < 3e-4
+        assert torch.count_nonzero(layer.bias) == 0
+    stds = [1e-4, 1e-2, 1e-2, 1e-1]  # cuda-convnet's CIFAR-10 layer file: one initW per layer
+    alexnet.gaussian_init_(model, stds)
+    for layer, std in zip(layers, stds):
+        assert abs(layer.weight.std().item() / std - 1) < 0.03
+    # unlike PyTorch's fan-in scaling, the deviation does not depend on the layer's width
+    default = alexnet.AlexNet(widths=(32, 32, 64), hidden=(), lrn=False, dropout=0.0)
+    assert default.features[0].weight.std() > 3 * default.features[3].weight.std()  # fan-in 75 against 800
+
+
+def test_gaussian_init_rejects_wrong_number_of_deviations():
+    model = alexnet.AlexNet(hidden=(), lrn=False, dropout=0.0)
+    with pytest.raises(ValueError, match="one per weight layer"):
+        alexnet.gaussian_init_(model, [0.01, 0.01])
+    with pytest.raises(ValueError, match="positive"):
+        alexnet.gaussian_init_(model, 0.0)
+
+
 def test_random_crop_flip_returns_shifted_or_mirrored_crops():
     x = torch.randn(6, 3, 8, 8)
     p = 2

@@ -5,6 +5,7 @@
 - overlapping max pooling, 3x3 windows with stride 2 (section 3.4);
 - dropout in the fully connected classifier (section 4.2);
 - data augmentation: random crops, horizontal flips and PCA colour noise (section 4.1).
+- the initialisation of section 5: Gaussian weights of a fixed deviation (0.01), zero biases.
 
 Convolutions use ``nn.Conv2d`` (proven equal to a from-scratch convolution in topic 02-cnn), pooling
 ``nn.MaxPool2d`` (what is new here is only the overlap) and dropout ``nn.Dropout`` (built from scratch in
@@ -86,6 +87,24 @@ class AlexNet(nn.Module):
         if x.dim() != 4 or x.shape[1:] != (3, 32, 32):
             raise ValueError(f"expected images of shape (N, 3, 32, 32), got {tuple(x.shape)}")
         return self.classifier(self.features(x))
+
+
+def gaussian_init_(model: nn.Module, std: float | list[float] = 0.01) -> nn.Module:
+    """Section 5's initialisation, the authors' cuda-convnet setting: the weights of every convolutional
+    and fully connected layer drawn from N(0, std^2) whatever the layer's fan-in, the biases zero.
+    ``std`` is one deviation for all layers (the paper's 0.01) or one per weight layer, in order
+    (cuda-convnet's layer files set ``initW`` per layer). Returns ``model``, changed in place.
+    (The paper also set some biases to 1 in its ImageNet network; cuda-convnet's default is 0.)"""
+    layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    stds = [std] * len(layers) if isinstance(std, (int, float)) else list(std)
+    if len(stds) != len(layers) or min(stds, default=0.0) <= 0:
+        raise ValueError(f"need one positive std, or one per weight layer ({len(layers)}), got {std!r}")
+    with torch.no_grad():
+        for layer, s in zip(layers, stds):
+            layer.weight.normal_(0.0, s)
+            if layer.bias is not None:
+                layer.bias.zero_()
+    return model
 
 
 def random_crop_flip(x: torch.Tensor, padding: int = 4, generator: torch.Generator | None = None) -> torch.Tensor:
