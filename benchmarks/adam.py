@@ -1,4 +1,4 @@
-"""One optimizer step of our Adam, AdamW and AdaGrad against torch.optim's, on the CPU.
+"""One optimizer step of our Adam, AdamW and Adagrad against torch.optim's, on the CPU.
 
 The parameters are those of a 784-1000-1000-10 MLP (1.79M values in 6 tensors, the paper's MNIST
 network) and of a stack of 48 small tensors (0.5M values), each with a gradient set. On the CPU
@@ -40,5 +40,5 @@ def cases() -> list[Case]:
                   weight_decay=1e-4, amsgrad=True),
         step_case("AdamW step, MLP (1.79M)", MLP, adam.AdamW, torch.optim.AdamW),
         step_case("Adam step, 48 small tensors (0.5M)", STACK, adam.Adam, torch.optim.Adam),
-        step_case("AdaGrad step, MLP (1.79M)", MLP, adam.AdaGrad, torch.optim.Adagrad),
+        step_case("Adagrad step, MLP (1.79M)", MLP, adam.Adagrad, torch.optim.Adagrad),
     ]

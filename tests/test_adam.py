@@ -1,4 +1,4 @@
-"""Adam, AdamW and AdaGrad against torch.optim.Adam, AdamW and Adagrad.
+"""Adam, AdamW and Adagrad against torch.optim.Adam, AdamW and Adagrad.
 
 Trajectories are compared in float64 over 50 minibatch steps of a small network; both sides do
 the same floating-point operations in the same order, so the tolerance is tight: 1e-12 absolute
@@ -113,7 +113,7 @@ def test_state_has_pytorchs_names_and_shapes(amsgrad):
 
 
 @pytest.mark.parametrize("ours, theirs", [(adam.Adam, torch.optim.Adam), (adam.AdamW, torch.optim.AdamW),
-                                          (adam.AdaGrad, torch.optim.Adagrad)])
+                                          (adam.Adagrad, torch.optim.Adagrad)])
 @pytest.mark.parametrize("direction", ["torch -> ours", "ours -> torch"])
 def test_state_dict_loads_both_ways(ours, theirs, direction):
     """Train 20 steps with one, hand its state to the other, train 20 more: the same as 40 with PyTorch."""
@@ -208,12 +208,12 @@ ADAGRAD_SETTINGS = [dict(), dict(lr=0.1), dict(lr=0.1, lr_decay=0.01), dict(lr=0
 
 @pytest.mark.parametrize("settings", ADAGRAD_SETTINGS, ids=str)
 def test_adagrad_trajectory_matches_torch(settings):
-    assert_same(trajectory(lambda net: adam.AdaGrad(net.parameters(), **settings)),
+    assert_same(trajectory(lambda net: adam.Adagrad(net.parameters(), **settings)),
                 trajectory(lambda net: torch.optim.Adagrad(net.parameters(), **settings)))
 
 
 def test_adagrad_param_groups():
-    assert_same(trajectory(lambda net: adam.AdaGrad(groups(net), lr=0.05)),
+    assert_same(trajectory(lambda net: adam.Adagrad(groups(net), lr=0.05)),
                 trajectory(lambda net: torch.optim.Adagrad(groups(net), lr=0.05)))
 
 
@@ -242,11 +242,11 @@ def test_invalid_adagrad_settings_raise_pytorchs_value_error(settings):
     with pytest.raises(ValueError) as expected:
         torch.optim.Adagrad(params, **settings)
     with pytest.raises(ValueError, match="Invalid") as raised:
-        adam.AdaGrad(params, **settings)
+        adam.Adagrad(params, **settings)
     assert str(raised.value) == str(expected.value)
 
 
-@pytest.mark.parametrize("optimizer", [adam.Adam, adam.AdaGrad])
+@pytest.mark.parametrize("optimizer", [adam.Adam, adam.Adagrad])
 def test_sparse_gradients_are_refused(optimizer):
     embedding = torch.nn.Embedding(10, 3, sparse=True)
     opt = optimizer(embedding.parameters())

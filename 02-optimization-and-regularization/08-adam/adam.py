@@ -1,4 +1,4 @@
-"""Adam (Kingma & Ba, 2014), its decoupled-decay variant AdamW, and the AdaGrad baseline.
+"""Adam (Kingma & Ba, 2014), its decoupled-decay variant AdamW, and the Adagrad baseline.
 
 Algorithm 1 of the paper, for a stochastic objective f(θ) with gradient g_t = ∇f_t(θ_{t−1}):
 
@@ -19,7 +19,7 @@ Weight decay λ comes in two forms: the L2 penalty (λ/2)|θ|² added to f, i.e.
 Loshchilov & Hutter, 2019). ``amsgrad=True`` divides by the running maximum of v_t instead
 (Reddi, Kale & Kumar, 2018), as PyTorch does.
 
-AdaGrad (Duchi, Hazan & Singer, 2011), the paper's baseline for sparse gradients (Section 5):
+Adagrad (Duchi, Hazan & Singer, 2011), the paper's baseline for sparse gradients (Section 5):
 
     θ_t = θ_{t−1} − α g_t / (√(Σ_{i≤t} g_i²) + ε)
 
@@ -132,8 +132,8 @@ class AdamW(Adam):
             group["decoupled_weight_decay"] = True
 
 
-class AdaGrad(torch.optim.Optimizer):
-    """AdaGrad, mirroring ``torch.optim.Adagrad``: θ ← θ − α_t g / (√(Σ g²) + ε).
+class Adagrad(torch.optim.Optimizer):
+    """Adagrad, mirroring ``torch.optim.Adagrad``: θ ← θ − α_t g / (√(Σ g²) + ε).
 
     ``lr_decay`` gives α_t = α / (1 + (t − 1) · lr_decay); ``weight_decay`` adds λθ to the
     gradient; the sum of squares starts at ``initial_accumulator_value``. State per parameter:
@@ -159,7 +159,7 @@ class AdaGrad(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
-        """One AdaGrad update of every parameter that has a gradient."""
+        """One Adagrad update of every parameter that has a gradient."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -169,7 +169,7 @@ class AdaGrad(torch.optim.Optimizer):
                 if theta.grad is None:
                     continue
                 if theta.grad.is_sparse:
-                    raise RuntimeError("this AdaGrad does not support sparse gradients; use torch.optim.Adagrad")
+                    raise RuntimeError("this Adagrad does not support sparse gradients; use torch.optim.Adagrad")
                 state = self.state[theta]
                 state["step"] += 1
                 g = theta.grad
