@@ -60,7 +60,8 @@ def test_formula_at_other_widths_and_plain_has_the_same_parameters():
         assert count(resnet.ResNet(depth, residual=False, width=width)) == formula_params(depth, width)
 
 
-@pytest.mark.parametrize("depth,residual,shortcut", [(8, True, "A"), (20, False, "A"), (14, True, "B")])
+@pytest.mark.parametrize("depth,residual,shortcut",
+                         [(8, True, "A"), (20, False, "A"), (32, False, "A"), (14, True, "B")])
 def test_output_and_stage_shapes(depth, residual, shortcut):
     model = resnet.ResNet(depth, residual=residual, width=8, shortcut=shortcut)
     x = torch.randn(2, 3, 16, 16)
