@@ -103,3 +103,23 @@ def test_deep_mlp_uses_glorot_uniform_init():
     assert first.weight.abs().max() <= bound
     assert first.weight.abs().max() > 0.99 * bound
     assert torch.count_nonzero(first.bias) == 0
+
+
+def test_deep_mlp_optional_dropout_on_input_and_hidden_outputs():
+    """The dropout 04-dropout and 07-gelu build on: off by default, random in train mode, off in eval mode,
+    and ``keep`` receives each hidden output before it is dropped."""
+    torch.manual_seed(0)
+    x = torch.rand(6, 784)
+    plain = relu.DeepMLP(relu.ReLU, depth=2, width=32)
+    assert torch.equal(plain(x), plain(x))  # no dropout by default, even in train mode
+    dropped = relu.DeepMLP(relu.ReLU, depth=2, width=32, p_input=0.2, p_hidden=0.5)
+    dropped.load_state_dict(plain.state_dict())
+    assert not torch.equal(dropped(x), plain(x))
+    assert torch.equal(dropped.eval()(x), plain(x))
+    identity = relu.DeepMLP(relu.ReLU, depth=2, width=32, p_input=0.5, p_hidden=0.5, dropout=lambda p: nn.Identity())
+    identity.load_state_dict(plain.state_dict())
+    assert torch.equal(identity(x), plain(x))  # the dropout factory is the one used
+    all_dropped = relu.DeepMLP(relu.ReLU, depth=2, width=32, p_hidden=1.0)
+    kept = []
+    assert torch.equal(all_dropped(x, keep=kept), torch.zeros(6, 10))  # zero biases, every hidden unit dropped
+    assert kept[0].abs().sum() > 0 and torch.equal(kept[1], torch.zeros(6, 32))
