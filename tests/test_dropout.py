@@ -185,3 +185,15 @@ def test_monte_carlo_average_of_a_linear_readout_approaches_weight_scaling():
     torch.manual_seed(1)
     averaged = do.monte_carlo_average(net, x, samples=2000)
     torch.testing.assert_close(averaged, torch.softmax(net.eval()(x), dim=1), rtol=0, atol=2e-4)
+
+
+def test_mlp_is_02_relu_deep_mlp_with_glorot_init_and_our_dropout():
+    torch.manual_seed(0)
+    net = do.MLP((784, 512, 512, 10))
+    assert isinstance(net, do.DeepMLP)
+    bound = (6 / (784 + 512)) ** 0.5  # Glorot and Bengio's normalised uniform initialisation
+    first = net.hidden[0].weight
+    assert first.abs().max() <= bound and first.abs().max() > 0.99 * bound
+    assert all(torch.count_nonzero(layer.bias) == 0 for layer in [*net.hidden, net.head])
+    assert isinstance(net.drop_input, do.Dropout) and isinstance(net.drop_hidden, do.Dropout)
+    assert (net.drop_input.p, net.drop_hidden.p) == (0.2, 0.5)
