@@ -106,6 +106,22 @@ def test_progress_bars_are_saved_as_text(topic):
         assert not widgets, f"{topic.folder}: use `from tqdm import tqdm` (file=sys.stdout), not tqdm.auto"
 
 
+# Notebooks that still print to standard error (drawn pink, read as an error); empty once re-executed.
+STDERR_OUTPUTS = {"08-adam", "06-rlhf"}
+
+
+@pytest.mark.parametrize("topic", IMPLEMENTED, ids=lambda t: t.folder)
+def test_nothing_is_printed_to_standard_error(topic):
+    """Progress bars and status lines go to standard output (`file=sys.stdout`); library warnings are avoided."""
+    nb = json.loads(topic.notebook.read_text())
+    stderr = [o for c in nb["cells"] if c["cell_type"] == "code" for o in c["outputs"]
+              if o["output_type"] == "stream" and o.get("name") == "stderr"]
+    if topic.folder in STDERR_OUTPUTS:
+        assert stderr, f"{topic.folder} prints nothing to standard error now: remove it from STDERR_OUTPUTS"
+    else:
+        assert not stderr, f"{topic.folder} prints to standard error: {''.join(stderr[0]['text'])[:120]!r}"
+
+
 def test_readme_states_the_install_size_and_the_cpu_only_build():
     readme = (ROOT / "README.md").read_text()
     assert "several GB" in readme and "https://download.pytorch.org/whl/cpu" in readme
