@@ -1,6 +1,7 @@
 """U-Net: the up-convolution and the loss against PyTorch (float64, forward and gradients to
 1e-10), output shapes and receptive fields, the skip-free ablation, IoU and Dice on hand-computed
-cases, and clear errors for bad input."""
+cases, the sliding-window baseline (patches = slices of the mirrored image, segment = the classifier
+on every patch), and clear errors for bad input."""
 import pytest
 import torch
 import torch.nn as nn
@@ -161,3 +162,54 @@ def test_metrics_accept_bool_masks_and_reject_non_binary_or_mismatched_ones():
         unet.iou(torch.rand(2, 3, 3), mask)
     with pytest.raises(ValueError, match="same shape"):
         unet.dice(mask, mask[0])
+
+
+@pytest.mark.parametrize("size", [1, 3, 7])
+def test_pixel_patches_are_slices_of_the_mirrored_image(size):
+    torch.manual_seed(0)
+    images = torch.randn(2, 3, 9, 11, dtype=torch.float64)
+    patches = unet.pixel_patches(images, size)
+    assert patches.shape == (2, 9, 11, 3, size, size)
+    half = size // 2
+    padded = F.pad(images, (half, half, half, half), mode="reflect")
+    for n in range(2):
+        for i in range(9):
+            for j in range(11):
+                assert torch.equal(patches[n, i, j], padded[n, :, i:i + size, j:j + size])
+    assert torch.equal(patches[..., half, half].permute(0, 3, 1, 2), images)  # each patch is centred on its pixel
+    assert patches._is_view()  # no patch is copied until one is indexed
+
+
+def test_pixel_patches_mirror_the_borders():
+    image = torch.arange(25.).reshape(1, 1, 5, 5)
+    corner = unet.pixel_patches(image, 3)[0, 0, 0, 0]
+    # reflection without repeating the edge: row -1 is row 1, column -1 is column 1
+    torch.testing.assert_close(corner, torch.tensor([[6., 5., 6.], [1., 0., 1.], [6., 5., 6.]]))
+
+
+@pytest.mark.parametrize("size,shape,message", [(4, (1, 3, 8, 8), "odd"), (0, (1, 3, 8, 8), "odd"),
+                                                (17, (1, 3, 8, 8), "larger than 8"), (3, (3, 8, 8), "N x C x H x W")])
+def test_pixel_patches_reject_bad_sizes_and_shapes(size, shape, message):
+    with pytest.raises(ValueError, match=message):
+        unet.pixel_patches(torch.zeros(shape), size)
+
+
+def test_patch_classifier_segment_equals_classifying_every_patch():
+    torch.manual_seed(0)
+    model = unet.PatchClassifier(3, 2, patch_size=13, channels=(4, 8), hidden=16).double()
+    images = torch.randn(2, 3, 10, 12, dtype=torch.float64)
+    logits = model.segment(images, batch_size=7)  # batches that split images and rows
+    assert logits.shape == (2, 2, 10, 12)
+    patches = unet.pixel_patches(images, 13)
+    expected = model(patches.reshape(-1, 3, 13, 13)).reshape(2, 10, 12, 2).permute(0, 3, 1, 2)
+    torch.testing.assert_close(logits, expected, **TOL)
+    torch.testing.assert_close(logits[1, :, 4, 7], model(patches[1, 4, 7][None])[0], **TOL)
+
+
+def test_patch_classifier_shapes_and_errors():
+    model = unet.PatchClassifier(3, 5, patch_size=25)
+    assert model(torch.randn(6, 3, 25, 25)).shape == (6, 5)
+    assert model.hidden.in_features == 32 * 4 * 4  # 25 -> conv 22 -> pool 11 -> conv 8 -> pool 4
+    for bad in (24, 11):
+        with pytest.raises(ValueError, match="odd and at least 13"):
+            unet.PatchClassifier(3, 2, patch_size=bad)

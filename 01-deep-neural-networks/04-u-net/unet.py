@@ -4,7 +4,8 @@ skip connections that carry the fine detail across (Fig. 1 of the paper).
 
 The 3x3 convolutions use ``nn.Conv2d`` and the pooling ``F.max_pool2d`` (both proven equal to
 our own versions in 02-cnn); the 2x2 up-convolution, the crop-and-concatenate skip, the loss of
-Eq. 1 and the IoU and Dice scores are written here.
+Eq. 1 and the IoU and Dice scores are written here, and the method U-Net replaced: a sliding-window
+classifier of each pixel's patch (``pixel_patches``, ``PatchClassifier``; Ciresan et al. 2012).
 """
 from __future__ import annotations
 
@@ -201,3 +202,60 @@ def dice(pred: torch.Tensor, target: torch.Tensor) -> float:
     pred, target = _binary(pred, target)
     total = (pred.sum() + target.sum()).item()
     return 1.0 if total == 0 else 2 * (pred & target).sum().item() / total
+
+
+def pixel_patches(images: torch.Tensor, size: int) -> torch.Tensor:
+    """The ``size x size`` patch centred on every pixel, the input of a sliding-window classifier:
+    images ``N x C x H x W`` -> a view ``N x H x W x C x size x size`` whose ``[n, i, j]`` is the patch
+    around pixel ``(i, j)`` of image ``n``. The borders are mirrored, as in the paper's overlap-tile
+    strategy (Fig. 2). Nothing is copied until the view is indexed or reshaped."""
+    if images.dim() != 4:
+        raise ValueError(f"expected images N x C x H x W, got shape {tuple(images.shape)}")
+    if size < 1 or size % 2 == 0:
+        raise ValueError(f"the patch size must be odd (a patch has a centre pixel), got {size}")
+    half = size // 2
+    if half >= min(images.shape[-2:]):
+        raise ValueError(f"a {size}x{size} patch needs images larger than {half} pixels on each side to "
+                         f"mirror the borders, got {tuple(images.shape[-2:])}")
+    padded = F.pad(images, (half, half, half, half), mode="reflect")
+    windows = padded.unfold(2, size, 1).unfold(3, size, 1)  # N x C x H x W x size x size
+    return windows.permute(0, 2, 3, 1, 4, 5)
+
+
+class PatchClassifier(nn.Module):
+    """The sliding-window baseline in the style of Ciresan et al. (2012): a small CNN (two rounds of
+    a 4x4 convolution, ReLU and 2x2 max pooling, then two fully connected layers) that labels the
+    centre pixel of a ``patch_size x patch_size`` patch. ``segment`` runs it once per pixel."""
+
+    def __init__(self, in_channels: int, num_classes: int, patch_size: int = 25,
+                 channels: tuple[int, int] = (16, 32), hidden: int = 64):
+        super().__init__()
+        side = patch_size
+        for _ in channels:
+            side = (side - 3) // 2  # a 4x4 convolution without padding, then a 2x2 pooling
+        if patch_size % 2 == 0 or side < 1:
+            raise ValueError(f"patch_size must be odd and at least 13, got {patch_size}")
+        self.patch_size = patch_size
+        self.convs = nn.ModuleList(nn.Conv2d(c_in, c_out, 4) for c_in, c_out in zip([in_channels, *channels], channels))
+        self.hidden = nn.Linear(channels[-1] * side * side, hidden)
+        self.out = nn.Linear(hidden, num_classes)
+
+    def forward(self, patches: torch.Tensor) -> torch.Tensor:
+        """Patches ``B x C x patch_size x patch_size`` -> logits ``B x num_classes`` for their centre pixels."""
+        x = patches
+        for conv in self.convs:
+            x = F.max_pool2d(F.relu(conv(x)), 2)
+        return self.out(F.relu(self.hidden(x.flatten(1))))
+
+    @torch.no_grad()
+    def segment(self, images: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+        """Images ``N x C x H x W`` -> logits ``N x num_classes x H x W``: one forward pass per pixel,
+        ``N * H * W`` in all, in batches of ``batch_size`` patches."""
+        n, c, h, w = images.shape
+        windows, size = pixel_patches(images, self.patch_size), self.patch_size
+        maps = []
+        for image in windows:  # one image at a time: its H*W patches are copied out of the view
+            patches = image.reshape(h * w, c, size, size)
+            logits = torch.cat([self(patches[i:i + batch_size]) for i in range(0, h * w, batch_size)])
+            maps.append(logits.T.reshape(-1, h, w))  # H*W x K -> K x H x W
+        return torch.stack(maps)
