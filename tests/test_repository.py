@@ -53,12 +53,6 @@ def test_notebook_is_committed_executed_in_order(topic):
     assert nb["metadata"]["kernelspec"]["name"] == "python3"
 
 
-# Notebooks executed before save_results printed its [metrics] record: only their headline can be compared.
-# Re-executing one adds the record; then it must leave this list (a test below says so).
-WITHOUT_METRICS_RECORD = {"03-alex-net", "04-u-net", "01-weight-decay", "02-relu", "03-residuals",
-                          "04-dropout", "07-gelu", "08-adam"}
-
-
 def printed_lines(topic) -> list[str]:
     nb = json.loads(topic.notebook.read_text())
     return [line for c in nb["cells"] if c["cell_type"] == "code" for o in c["outputs"]
@@ -75,11 +69,8 @@ def test_results_json_equals_what_the_notebook_printed(topic):
     headlines = [line.split(": ", 1)[1] for line in lines if line.startswith(f"[results] {run}: ")]
     assert headlines and headlines[-1] == entry["headline"], "the headline differs from the notebook's [results] line"
     records = [json.loads(line.removeprefix("[metrics] ")) for line in lines if line.startswith("[metrics] ")]
-    if topic.folder in WITHOUT_METRICS_RECORD:
-        assert not records, f"{topic.folder} now prints its metrics: remove it from WITHOUT_METRICS_RECORD"
-    else:
-        assert records and records[-1] == entry["metrics"], "the metrics differ from the notebook's [metrics] record"
-        assert "notebook_seconds" in entry["metrics"]
+    assert records and records[-1] == entry["metrics"], "the metrics differ from the notebook's [metrics] record"
+    assert 0 < entry["metrics"]["notebook_seconds"] <= (600 if run == "cpu" else 900), "over the profile's budget"
 
 
 @pytest.mark.parametrize("topic", IMPLEMENTED, ids=lambda t: t.folder)
@@ -107,7 +98,7 @@ def test_progress_bars_are_saved_as_text(topic):
 
 
 # Notebooks that still print to standard error (drawn pink, read as an error); empty once re-executed.
-STDERR_OUTPUTS = {"08-adam", "06-rlhf"}
+STDERR_OUTPUTS = {"06-rlhf"}
 
 
 @pytest.mark.parametrize("topic", IMPLEMENTED, ids=lambda t: t.folder)
