@@ -115,16 +115,10 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, gamma: float = 1.0, lam: fl
 
 
 def ppo_clip_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor,
-                  clip: float = 0.2, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """-E[min(rho A, clip(rho, 1 - eps, 1 + eps) A)] with rho = exp(logp - old_logp) (PPO eq. 7),
-    averaged over the entries where ``mask`` is 1 (all by default)."""
+                  clip: float = 0.2) -> torch.Tensor:
+    """-E[min(rho A, clip(rho, 1 - eps, 1 + eps) A)] with rho = exp(logp - old_logp) (PPO eq. 7)."""
     ratio = (logp - old_logp).exp()
-    surrogate = torch.min(ratio * advantages, ratio.clamp(1 - clip, 1 + clip) * advantages)
-    return -masked_mean(surrogate, mask)
-
-
-def masked_mean(x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    return x.mean() if mask is None else (x * mask).sum() / mask.sum().clamp(min=1)
+    return -torch.min(ratio * advantages, ratio.clamp(1 - clip, 1 + clip) * advantages).mean()
 
 
 def kl_estimates(logp: torch.Tensor, ref_logp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
