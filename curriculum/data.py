@@ -706,6 +706,110 @@ def rt_polarity(*, standin: bool = True, seed: int = 0) -> dict[str, list[tuple[
     return splits
 
 
+# --- Captioned coloured MNIST (05-04 CLIP, 05-05 DALL-E) ---------------------------------------
+
+DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+# name: (RGB, synonyms used in captions; the first is the name itself)
+INKS = {"red": ((0.95, 0.1, 0.1), ("red", "crimson", "scarlet")),
+        "green": ((0.1, 0.8, 0.15), ("green", "emerald", "lime")),
+        "blue": ((0.15, 0.3, 1.0), ("blue", "azure", "cobalt")),
+        "yellow": ((1.0, 0.9, 0.1), ("yellow", "golden", "lemon")),
+        "magenta": ((0.9, 0.1, 0.9), ("magenta", "pink", "fuchsia")),
+        "cyan": ((0.1, 0.9, 0.9), ("cyan", "turquoise", "aqua"))}
+BACKGROUNDS = {"black": ((0.0, 0.0, 0.0), ("black", "dark")),
+               "white": ((1.0, 1.0, 1.0), ("white", "pale")),
+               "gray": ((0.5, 0.5, 0.5), ("gray", "grey")),
+               "brown": ((0.45, 0.28, 0.12), ("brown", "chocolate"))}
+# (digit, ink) pairs never shown in training: one ink per digit, every ink withheld for one or two digits
+HELD_OUT = frozenset((d, tuple(INKS)[d % len(INKS)]) for d in range(10))
+TEMPLATES = ("a {ink} {digit} on a {background} background", "the digit {digit} in {ink} on {background}",
+             "{digit} written in {ink} over a {background} background", "a {background} picture of a {ink} {digit}")
+
+
+def describe(digit: int, ink: str, background: str, generator: torch.Generator | None = None) -> str:
+    """A caption for one image. Without ``generator``: the plain form ("a red 7 on a black background");
+    with it: a random template, the digit as a word or a numeral, and a random synonym of each colour."""
+    if generator is None:
+        return TEMPLATES[0].format(ink=ink, digit=digit, background=background)
+    pick = lambda options: options[int(torch.randint(len(options), (1,), generator=generator))]  # noqa: E731
+    return pick(TEMPLATES).format(ink=pick(INKS[ink][1]), digit=pick((str(digit), DIGIT_WORDS[digit])),
+                                  background=pick(BACKGROUNDS[background][1]))
+
+
+@dataclass
+class CaptionedImages:
+    """``images`` N x 3 x 28 x 28 in [0, 1] with their ``captions`` and the attributes behind them (int64
+    indices into ``range(10)``, ``tuple(INKS)``, ``tuple(BACKGROUNDS)``); ``held_out`` marks (digit, ink)
+    pairs from ``HELD_OUT``."""
+
+    images: torch.Tensor
+    captions: list[str]
+    digit: torch.Tensor
+    ink: torch.Tensor
+    background: torch.Tensor
+    held_out: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+
+def paint(digits: torch.Tensor, ink: torch.Tensor, background: torch.Tensor,
+          generator: torch.Generator | None = None) -> torch.Tensor:
+    """Grey digits ``N x 1 x H x W`` in [0, 1] -> RGB ``N x 3 x H x W``: ``background`` where the stroke is 0,
+    ``ink`` where it is 1 (both palette indices), each colour jittered by up to 0.05 per channel."""
+    inks = torch.tensor([rgb for rgb, _ in INKS.values()])[ink]  # N x 3
+    grounds = torch.tensor([rgb for rgb, _ in BACKGROUNDS.values()])[background]
+    if generator is not None:
+        inks = inks + (torch.rand(inks.shape, generator=generator) - 0.5) * 0.1
+        grounds = grounds + (torch.rand(grounds.shape, generator=generator) - 0.5) * 0.1
+    images = grounds[:, :, None, None] * (1 - digits) + inks[:, :, None, None] * digits  # N x 3 x H x W
+    return images.clamp(0, 1)
+
+
+def read_colours(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The palette (ink, background) indices nearest to RGB images ``N x 3 x H x W`` in [0, 1]: the background
+    from the median of the two-pixel frame, the ink from the mean of the 5% of pixels farthest from it."""
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"read_colours expects RGB images N x 3 x H x W, got {tuple(images.shape)}")
+    frame = torch.cat([images[:, :, :2].flatten(2), images[:, :, -2:].flatten(2),
+                       images[:, :, :, :2].flatten(2), images[:, :, :, -2:].flatten(2)], dim=2)
+    ground = frame.median(dim=2).values  # N x 3
+    pixels = images.flatten(2)  # N x 3 x HW
+    distance = (pixels - ground[:, :, None]).norm(dim=1)  # N x HW
+    far = distance >= distance.quantile(0.95, dim=1, keepdim=True)
+    ink = (pixels * far[:, None]).sum(2) / far.sum(1, keepdim=True)  # N x 3
+    nearest = lambda rgb, palette: torch.cdist(rgb, torch.tensor([c for c, _ in palette.values()])).argmin(1)  # noqa: E731
+    return nearest(ink, INKS), nearest(ground, BACKGROUNDS)
+
+
+def _captioned(x: torch.Tensor, y: torch.Tensor, generator: torch.Generator, allow_held_out: bool) -> CaptionedImages:
+    inks, grounds = tuple(INKS), tuple(BACKGROUNDS)
+    ink = torch.randint(len(inks), (len(y),), generator=generator)
+    if not allow_held_out:  # redraw the ink of every held-out pair until none is left
+        while (bad := torch.tensor([(int(d), inks[i]) in HELD_OUT for d, i in zip(y, ink)])).any():
+            ink[bad] = torch.randint(len(inks), (int(bad.sum()),), generator=generator)
+    background = torch.randint(len(grounds), (len(y),), generator=generator)
+    captions = [describe(int(d), inks[i], grounds[b], generator) for d, i, b in zip(y, ink, background)]
+    held_out = torch.tensor([(int(d), inks[i]) in HELD_OUT for d, i in zip(y, ink)])
+    return CaptionedImages(paint(x, ink, background, generator), captions, y.clone(), ink, background, held_out)
+
+
+def captioned_mnist(*, seed: int = 0, standin: bool = True) -> tuple[CaptionedImages, CaptionedImages, str]:
+    """Coloured MNIST digits with generated captions ("a crimson seven on a grey background"): returns
+    ``(train, test, source)``. Each digit of ``mnist()``'s splits gets a random ink and background
+    colour (seeded); the (digit, ink) pairs in ``HELD_OUT`` never occur in ``train`` and make up about a
+    sixth of ``test``, for compositional zero-shot tests."""
+    digits = mnist(standin=standin, seed=seed)
+    generator = torch.Generator().manual_seed(seed)
+    train = _captioned(digits.x_train, digits.y_train, generator, allow_held_out=False)
+    test = _captioned(digits.x_test, digits.y_test, generator, allow_held_out=True)
+    source = (f"captioned coloured MNIST: {len(train):,} train / {len(test):,} test, {len(INKS)} inks x "
+              f"{len(BACKGROUNDS)} backgrounds, {len(HELD_OUT)} (digit, ink) pairs held out of training "
+              f"({int(test.held_out.sum()):,} test images), seed {seed}; digits from {digits.source}")
+    print(f"[data] {source}")
+    return train, test, source
+
+
 # --- Synthetic shapes and Oxford-IIIT Pet (segmentation) -----------------------------------
 
 def shapes(n: int, *, size: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -165,3 +165,63 @@ class LeNet5(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c5 = self.features(x)["C5"].flatten(1)
         return self.output(scaled_tanh(self.f6(c5)))
+
+
+# --- LeNet-5 as a measuring instrument for later topics -----------------------------------
+
+METRIC_RECIPE = {"smoke": dict(n_train=512, epochs=1), "cpu": dict(n_train=None, epochs=8),
+                 "gpu": dict(n_train=None, epochs=8)}
+
+
+def lenet_f6(model: LeNet5, x: torch.Tensor) -> torch.Tensor:
+    """The 84 F6 activations, the penultimate layer: the feature space of "FID (LeNet features)"."""
+    return scaled_tanh(model.f6(model.features(x)["C5"].flatten(1)))
+
+
+def metric_lenet(profile: str, device: str | torch.device = "cpu") -> tuple[LeNet5, dict]:
+    """The LeNet-5 that section 05 uses to judge generated digits (class, confidence, FID features).
+
+    Loaded from the checkpoint this topic's notebook saves in the cache, found by the hash of the recipe;
+    when absent, trained here (Adam, lr 2e-3, batch 128, seed 0, on MNIST's training split padded to
+    32 x 32, with ``nn.Conv2d`` in place of this module's ``Conv2d``: same parameters, faster) and saved when
+    the cache is writable. Returns the model in eval mode and ``{"accuracy", "source", "data", "path"}``,
+    the accuracy measured on the held-out split.
+    """
+    from curriculum import data
+    from curriculum.train import accuracy, batches
+
+    recipe = METRIC_RECIPE[profile] | dict(lr=2e-3, batch_size=128, seed=0)
+    mnist = data.mnist()
+    settings = {"recipe": recipe, "data": mnist.source}
+    path = data.checkpoint_path("02-cnn", settings, profile)
+    model = LeNet5(conv=nn.Conv2d).to(device)
+    if path.exists():
+        state = torch.load(path, map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
+        return model.eval(), {"accuracy": state["accuracy"], "source": "loaded", "data": mnist.source, "path": path}
+    pad = lambda x: F.pad(x, (2, 2, 2, 2)).to(device)  # noqa: E731  28 x 28 -> 32 x 32
+    n = recipe["n_train"] or len(mnist.x_train)
+    generator = torch.Generator().manual_seed(recipe["seed"])
+    torch.manual_seed(recipe["seed"])
+    model = LeNet5(conv=nn.Conv2d).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=recipe["lr"])
+    for _ in range(recipe["epochs"]):
+        for x, y in batches(mnist.x_train[:n], mnist.y_train[:n], batch_size=recipe["batch_size"], generator=generator):
+            loss = F.cross_entropy(model(pad(x)), y.to(device))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    model.eval()
+    held_out = accuracy(model, pad(mnist.x_test), mnist.y_test.to(device))
+    if data.writable_cache() is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"model": model.state_dict(), "accuracy": held_out, "settings": settings}, path.with_suffix(".tmp"))
+        path.with_suffix(".tmp").replace(path)  # atomic: a reader never sees half a file
+    return model, {"accuracy": held_out, "source": "trained", "data": mnist.source, "path": path}
+
+
+def lenet_features(model: LeNet5):
+    """``model``'s F6 layer wrapped for ``curriculum.metrics.fid_kid`` (images in [0, 1], 28 or 32 pixels)."""
+    from curriculum.metrics import ClassifierFeatures
+
+    return ClassifierFeatures(model, lenet_f6, num_features=84, size=32)
