@@ -782,6 +782,17 @@ def read_colours(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return nearest(ink, INKS), nearest(ground, BACKGROUNDS)
 
 
+def unpaint(images: torch.Tensor) -> torch.Tensor:
+    """The grey stroke ``N x 1 x H x W`` in [0, 1] behind RGB images, undoing ``paint`` with the colours that
+    ``read_colours`` finds: each pixel's position on the line from background to ink colour. A LeNet trained
+    on grey MNIST can then read the digit of a painted or generated image."""
+    ink, ground = read_colours(images)
+    inks = torch.tensor([rgb for rgb, _ in INKS.values()])[ink][:, :, None, None]  # N x 3 x 1 x 1
+    grounds = torch.tensor([rgb for rgb, _ in BACKGROUNDS.values()])[ground][:, :, None, None]
+    along = ((images - grounds) * (inks - grounds)).sum(1, keepdim=True) / (inks - grounds).square().sum(1, keepdim=True)
+    return along.clamp(0, 1)
+
+
 def _captioned(x: torch.Tensor, y: torch.Tensor, generator: torch.Generator, allow_held_out: bool) -> CaptionedImages:
     inks, grounds = tuple(INKS), tuple(BACKGROUNDS)
     ink = torch.randint(len(inks), (len(y),), generator=generator)

@@ -144,3 +144,18 @@ def test_lenet5_shapes_and_parity_with_torch_layers():
         assert torch.allclose(a.grad, b.grad, **TOL), name
     with pytest.raises(ValueError, match=r"\(N, 1, 32, 32\)"):
         ours(torch.randn(4, 1, 28, 28, dtype=torch.float64))
+
+
+def test_metric_lenet_is_trained_once_then_loaded_from_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("CURRICULUM_DATA", "")  # scikit-learn's digits stand in for MNIST
+    monkeypatch.setenv("CURRICULUM_CACHE", str(tmp_path))
+    monkeypatch.setenv("CURRICULUM_OFFLINE", "1")
+    model, meta = cnn.metric_lenet("smoke")
+    assert meta["source"] == "trained" and meta["path"].is_file() and meta["path"].parent == tmp_path / "checkpoints"
+    assert meta["accuracy"] > 0.3  # one pass over 512 digits: far above chance (0.1)
+    again, meta_again = cnn.metric_lenet("smoke")
+    assert meta_again["source"] == "loaded" and meta_again["accuracy"] == meta["accuracy"]
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+    assert not again.training
+    features = cnn.lenet_features(again)
+    assert features(torch.rand(5, 1, 28, 28)).shape == (5, 84)

@@ -515,3 +515,40 @@ def test_oxford_pets_damaged_small_archive_is_reported_before_the_large_one_is_h
         data._pets_root()
     assert hashed == ["annotations.tar.gz"]
     assert not (data.cache_dir() / "oxford-iiit-pet").exists()
+
+
+def test_captioned_mnist_holds_out_its_pairs_and_captions_what_it_paints(isolated, capsys):
+    train, test, source = data.captioned_mnist(seed=1)  # the stand-in digits: no data here
+    inks, grounds = tuple(data.INKS), tuple(data.BACKGROUNDS)
+    assert not train.held_out.any() and test.held_out.any()
+    assert all((int(d), inks[i]) not in data.HELD_OUT for d, i in zip(train.digit, train.ink))
+    assert test.held_out.tolist() == [(int(d), inks[i]) in data.HELD_OUT for d, i in zip(test.digit, test.ink)]
+    for split in (train, test):
+        assert split.images.shape == (len(split), 3, 28, 28) and 0 <= split.images.min() and split.images.max() <= 1
+        for caption, d, i, b in list(zip(split.captions, split.digit, split.ink, split.background))[:200]:
+            words = caption.split()
+            assert str(int(d)) in words or data.DIGIT_WORDS[d] in words, caption
+            assert set(data.INKS[inks[i]][1]) & set(words), caption
+            assert set(data.BACKGROUNDS[grounds[b]][1]) & set(words), caption
+    ink, ground = data.read_colours(test.images)  # the colours can be read back from the pixels
+    assert torch.equal(ink, test.ink) and torch.equal(ground, test.background)
+    again = data.captioned_mnist(seed=1)[1]
+    assert again.captions == test.captions and torch.equal(again.images, test.images)
+    assert data.captioned_mnist(seed=2)[1].captions != test.captions
+    assert "held out of training" in source and "[data] captioned coloured MNIST" in capsys.readouterr().out
+
+
+def test_describe_and_read_colours_errors():
+    assert data.describe(7, "red", "black") == "a red 7 on a black background"
+    g = torch.Generator().manual_seed(0)
+    assert len({data.describe(7, "red", "black", g) for _ in range(30)}) > 5
+    with pytest.raises(ValueError, match="RGB images"):
+        data.read_colours(torch.zeros(2, 1, 28, 28))
+
+
+def test_unpaint_recovers_the_grey_digit():
+    g = torch.Generator().manual_seed(0)
+    grey = torch.rand(24, 1, 28, 28, generator=g) * (torch.rand(24, 1, 28, 28, generator=g) < 0.2)
+    ink, ground = torch.arange(24) % len(data.INKS), torch.arange(24) % len(data.BACKGROUNDS)
+    painted = data.paint(grey, ink, ground)  # no jitter: exact colours
+    assert torch.allclose(data.unpaint(painted), grey, atol=1e-5)
