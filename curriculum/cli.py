@@ -7,6 +7,7 @@ examples:
   curriculum papers                     download every paper's PDF into its topic folder
   curriculum prefetch mnist cifar10     fill the data cache (for a GPU server without internet)
   curriculum readme [--check]           regenerate (or check) the README's topic table and reading list
+  curriculum overview [--check]         write (or check) OVERVIEW.md, OVERVIEW.zh-CN.md and their figures
 """
 from __future__ import annotations
 
@@ -213,11 +214,13 @@ def readme(check: bool) -> int:
             raise ValueError(f"{README} lacks the markers {start} ... {end}")
         updated = pattern.sub(lambda _: f"{start}\n{content}\n{end}", updated)
     if check:
+        from .overview import check as check_overview
+
         if updated != text:
             print("README.md's generated topic table or reading list is out of date: run `curriculum readme`")
-            return 1
+            return 1 | check_overview()
         print("README.md's topic table and reading list are up to date")
-        return 0
+        return check_overview()
     README.write_text(updated)
     print("README.md's topic table and reading list written")
     return 0
@@ -264,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     prefetch.add_argument("datasets", nargs="+", help="any of: " + ", ".join(DATASET_NAMES))
     readme_cmd = sub.add_parser("readme", help="regenerate the README's topic table and reading list")
     readme_cmd.add_argument("--check", action="store_true", help="only check that the table is up to date")
+    overview_cmd = sub.add_parser("overview", help="write OVERVIEW.md, OVERVIEW.zh-CN.md and images/overview-*.png")
+    overview_cmd.add_argument("--check", action="store_true", help="only check that they are up to date")
     args = parser.parse_args(argv)
 
     try:
@@ -307,6 +312,12 @@ def main(argv: list[str] | None = None) -> int:
             return 1 if failures else 0
         elif args.command == "readme":
             return readme(args.check)
+        elif args.command == "overview":
+            from . import overview
+
+            if args.check:
+                return overview.check()
+            overview.write()
     except (KeyError, ValueError, FileNotFoundError) as e:
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"curriculum: error: {message}", file=sys.stderr)
