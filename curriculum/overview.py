@@ -104,13 +104,16 @@ def draw(root: Path = registry.ROOT) -> list[Path]:
                 continue
             p = papers[m["key"]]
             label = m["data_unit"] if units else section_of[p.topic]
-            ax.scatter(p.year, m[field], color=colour[section_of[p.topic]], label=label,
+            bound = m.get(field.removesuffix("_flop") + "_source", "").startswith("upper bound")
+            ax.scatter(p.year, m[field], edgecolors=colour[section_of[p.topic]], label=label,
+                       facecolors="none" if bound else colour[section_of[p.topic]],
                        marker=markers[m["data_unit"]] if units else "o")
             ax.annotate(m["name"], (p.year, m[field]), xytext=(4, 3), textcoords="offset points", fontsize=7)
         ax.set_yscale("log")
         handles, labels = ax.get_legend_handles_labels()
         unique = dict(zip(labels, handles))
-        ax.legend(unique.values(), unique.keys(), fontsize=7, title="unit (colour: section)" if units else "section")
+        heading = "unit (colour: section)" if units else "section (hollow: upper bound)" if field == "compute_flop" else "section"
+        ax.legend(unique.values(), unique.keys(), fontsize=7, title=heading, title_fontsize=8)
         ax.set_xlabel("year of publication")
         ax.set_ylabel(ylabel)
         ax.set_title(title)
