@@ -767,8 +767,9 @@ def paint(digits: torch.Tensor, ink: torch.Tensor, background: torch.Tensor,
 
 
 def read_colours(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The palette (ink, background) indices nearest to RGB images ``N x 3 x H x W`` in [0, 1]: the background
-    from the median of the two-pixel frame, the ink from the mean of the 5% of pixels farthest from it."""
+    """The palette (ink, background) indices of RGB images ``N x 3 x H x W`` in [0, 1]: the background nearest
+    to the median of the two-pixel frame; the ink whose direction from that background best matches (cosine) the
+    mean of the 5% of pixels farthest from it, so that a faint or blurred stroke still reads as its hue."""
     if images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(f"read_colours expects RGB images N x 3 x H x W, got {tuple(images.shape)}")
     frame = torch.cat([images[:, :, :2].flatten(2), images[:, :, -2:].flatten(2),
@@ -777,9 +778,13 @@ def read_colours(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     pixels = images.flatten(2)  # N x 3 x HW
     distance = (pixels - ground[:, :, None]).norm(dim=1)  # N x HW
     far = distance >= distance.quantile(0.95, dim=1, keepdim=True)
-    ink = (pixels * far[:, None]).sum(2) / far.sum(1, keepdim=True)  # N x 3
-    nearest = lambda rgb, palette: torch.cdist(rgb, torch.tensor([c for c, _ in palette.values()])).argmin(1)  # noqa: E731
-    return nearest(ink, INKS), nearest(ground, BACKGROUNDS)
+    stroke = (pixels * far[:, None]).sum(2) / far.sum(1, keepdim=True)  # N x 3
+    inks = torch.tensor([rgb for rgb, _ in INKS.values()])
+    grounds = torch.tensor([rgb for rgb, _ in BACKGROUNDS.values()])
+    background = torch.cdist(ground, grounds).argmin(1)
+    directions = F.normalize(inks[None] - grounds[background][:, None], dim=2)  # N x inks x 3
+    ink = (directions @ F.normalize(stroke - ground, dim=1)[:, :, None])[..., 0].argmax(1)
+    return ink, background
 
 
 def unpaint(images: torch.Tensor) -> torch.Tensor:

@@ -552,3 +552,11 @@ def test_unpaint_recovers_the_grey_digit():
     ink, ground = torch.arange(24) % len(data.INKS), torch.arange(24) % len(data.BACKGROUNDS)
     painted = data.paint(grey, ink, ground)  # no jitter: exact colours
     assert torch.allclose(data.unpaint(painted), grey, atol=1e-5)
+
+
+def test_read_colours_reads_a_faint_stroke_by_its_hue():
+    g = torch.Generator().manual_seed(0)
+    grey = (torch.rand(24, 1, 28, 28, generator=g) < 0.15).float()
+    ink, ground = torch.arange(24) % len(data.INKS), torch.arange(24) % len(data.BACKGROUNDS)
+    faint = data.paint(grey * 0.4, ink, ground)  # 40% of the way from background to ink
+    assert torch.equal(data.read_colours(faint)[0], ink) and torch.equal(data.read_colours(faint)[1], ground)
