@@ -133,7 +133,7 @@ def draw(root: Path = registry.ROOT) -> list[Path]:
     for i, (r, value) in enumerate(shown):
         ax.hlines(i, 1, value / r["paper"], color=colour[section_of[r["topic"]]], lw=3)
         ax.plot(value / r["paper"], i, "o", color=colour[section_of[r["topic"]]])
-        ax.annotate(f"{r['topic']}: {r['label']}: {value:.3g} here, {r['paper']:.3g} in the paper", (0.105, i + 0.22),
+        ax.annotate(f"{r['topic']}: {r['label']}: {value:.3g} here, {r['paper']:.3g} {r.get('reference', 'in the paper')}", (0.105, i + 0.22),
                     fontsize=8)
     ax.set_xlim(0.1, 10)
     ax.set_ylim(-0.6, len(shown) - 0.2)
