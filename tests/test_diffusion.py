@@ -190,3 +190,27 @@ def test_clear_errors():
     d = diffusion.Diffusion(diffusion.linear_betas(10))
     with pytest.raises(ValueError, match="variance"):
         d.p_mean_variance(torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 4), torch.tensor([3]), "learned_range")
+
+
+def test_conditional_training_passes_the_condition_and_drops_it_with_p_uncond():
+    seen = []
+
+    class Recorder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x, t, cond=None):
+            seen.append(cond)
+            return x * self.w
+
+    process = diffusion.Diffusion(diffusion.linear_betas(10))
+    x, cond = torch.randn(20, 1, 4, 4), torch.rand(20, 3) + 1  # every entry non-zero
+    diffusion.train(Recorder(), process, x, 3, batch_size=8, cond=cond, p_uncond=0.0, desc="t")
+    assert all(c is not None and c.shape == (8, 3) and (c != 0).all() for c in seen)
+    seen.clear()
+    diffusion.train(Recorder(), process, x, 3, batch_size=8, cond=cond, p_uncond=1.0, desc="t")
+    assert all(torch.equal(c, torch.zeros(8, 3)) for c in seen)
+    seen.clear()
+    diffusion.train(Recorder(), process, x, 2, batch_size=8, desc="t")
+    assert seen == [None, None]

@@ -276,10 +276,13 @@ class EMA:
 
 
 def train(model: nn.Module, diffusion: Diffusion, x: torch.Tensor, steps: int, batch_size: int = 64,
-          lr: float = 1e-3, labels: torch.Tensor | None = None, ema_decay: float = 0.999, seed: int = 0,
-          desc: str = "train", on_step=None) -> tuple[EMA, list[float]]:
+          lr: float = 1e-3, labels: torch.Tensor | None = None, cond: torch.Tensor | None = None,
+          p_uncond: float = 0.0, ema_decay: float = 0.999, seed: int = 0, desc: str = "train",
+          on_step=None) -> tuple[EMA, list[float]]:
     """Algorithm 1 with Adam and gradient norms clipped at 1 (DDPM's recipe): uniform t, the diffusion's
-    loss (with ``labels``, a classifier instead: cross-entropy on x_t, Dhariwal & Nichol Sec. 4).
+    loss (with ``labels``, a classifier instead: cross-entropy on x_t, Dhariwal & Nichol Sec. 4). With
+    ``cond`` (one vector per image) the model is conditioned on it, each vector zeroed with probability
+    ``p_uncond`` so that one network is also unconditional, as classifier-free guidance needs (05-05).
     ``on_step(step, ema)`` is called after every update. Returns the EMA and the losses."""
     g = torch.Generator().manual_seed(seed)
     device = next(model.parameters()).device
@@ -289,7 +292,10 @@ def train(model: nn.Module, diffusion: Diffusion, x: torch.Tensor, steps: int, b
         t, noise = torch.randint(diffusion.T, (batch_size,), generator=g), torch.randn(x[idx].shape, generator=g)
         x0, t, noise = x[idx].to(device), t.to(device), noise.to(device)
         if labels is None:
-            loss = diffusion.loss(model, x0, t, noise)
+            c = None
+            if cond is not None:  # drawn only when conditioning, so unconditional runs keep their random stream
+                c = (cond[idx] * (torch.rand(batch_size, 1, generator=g) >= p_uncond)).to(device)
+            loss = diffusion.loss(model, x0, t, noise, cond=c)
         else:
             loss = F.cross_entropy(model(diffusion.q_sample(x0, t, noise), t), labels[idx].to(device))
         optimizer.zero_grad()

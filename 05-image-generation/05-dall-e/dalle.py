@@ -19,16 +19,14 @@ draws an image from that image embedding, with classifier-free guidance (Ho and 
 from __future__ import annotations
 
 import math
-import sys
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from curriculum import load_topic
 
-gpt, diffusion = load_topic("gpt"), load_topic("diffusion")
+gpt = load_topic("gpt")
 
 
 def gumbel_softmax(logits: torch.Tensor, tau: float = 1.0, hard: bool = False,
@@ -74,16 +72,15 @@ class DiscreteVAE(nn.Module):
         """Images from (relaxed) one-hot codes ``N x 7 x 7 x K``: each position's mixture of codebook vectors."""
         return self.decoder((onehot @ self.codebook).permute(0, 3, 1, 2))  # N x 7 x 7 x dim -> N x dim x 7 x 7
 
-    def forward(self, x: torch.Tensor, tau: float, beta: float, usage: float = 0.0, hard: bool = False,
+    def forward(self, x: torch.Tensor, tau: float, beta: float, usage: float = 0.0,
                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """The negative ELB (1) for the dVAE stage: squared error summed over pixels plus ``beta`` times
         KL(q(z | x) || uniform) summed over positions, both averaged over images. ``usage`` adds a term that is
         not in the paper: the KL of the batch's average code distribution to uniform (per position, times the
         49 positions), which keeps the whole codebook in use; without it a 64-entry dVAE trained for minutes
-        settles on a handful of codes. ``hard`` decodes one-hot samples with the relaxed gradient
-        (straight-through). Returns the reconstruction, the loss and its terms."""
+        settles on a handful of codes. Returns the reconstruction, the loss and its terms."""
         logits = self.logits(x)
-        recon = self.decode_onehot(gumbel_softmax(logits, tau, hard, generator=generator))
+        recon = self.decode_onehot(gumbel_softmax(logits, tau, generator=generator))
         error = (recon - x).square().sum((1, 2, 3)).mean()
         log_k = math.log(self.codebook_size)
         q = logits.softmax(-1)
@@ -188,27 +185,3 @@ class Guided(nn.Module):
         conditional, unconditional = both.chunk(2)  # (2B, C, H, W) -> 2 x (B, C, H, W)
         return unconditional + self.scale * (conditional - unconditional)
 
-
-def train_decoder(decoder: nn.Module, process, images: torch.Tensor, embeddings: torch.Tensor, *, steps: int,
-                  batch_size: int = 64, lr: float = 2e-3, p_uncond: float = 0.1, seed: int = 0,
-                  desc: str = "decoder") -> tuple[nn.Module, list[float]]:
-    """unCLIP's decoder (Section 2.1, after GLIDE): the 05-03 noise predictor ``decoder(x_t, t, cond)`` trained
-    with DDPM's simple loss on ``images`` in [-1, 1], conditioned on their CLIP image ``embeddings``, each
-    embedding set to zero with probability ``p_uncond`` (the paper drops it 10% of the time) so that the same
-    network is also unconditional, as classifier-free guidance needs. Returns the EMA weights and the losses."""
-    g = torch.Generator().manual_seed(seed)
-    device = next(decoder.parameters()).device
-    optimizer, ema, losses = torch.optim.Adam(decoder.parameters(), lr=lr), diffusion.EMA(decoder), []
-    for _ in (bar := tqdm(range(steps), desc=desc, total=steps, file=sys.stdout)):
-        idx = torch.randint(len(images), (batch_size,), generator=g)
-        keep = (torch.rand(batch_size, 1, generator=g) >= p_uncond).float()
-        t, noise = torch.randint(process.T, (batch_size,), generator=g), torch.randn(images[idx].shape, generator=g)
-        loss = process.loss(decoder, images[idx].to(device), t.to(device), noise.to(device),
-                            cond=(embeddings[idx] * keep).to(device))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        ema.update(decoder)
-        losses.append(loss.item())
-        bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
-    return ema.model, losses
