@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import gpt  # noqa: E402  (the model of this folder)
@@ -83,7 +84,6 @@ def train(model: gpt.GPT, data: torch.Tensor, *, iters: int, batch_size: int, lr
     history: dict[str, list] = {"step": [], "loss": [], "eval_step": [], "val_loss": []}
     steps = range(iters)
     if progress:
-        from tqdm.auto import tqdm
         steps = tqdm(steps, desc=desc, file=sys.stdout, mininterval=5)
     model.train()
     for it in steps:
