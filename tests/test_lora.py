@@ -1,7 +1,7 @@
 """LoRA (05-lora): parity with ``loralib.Linear`` and ``loralib.MergedLinear`` (the paper authors' package),
 the properties of eq. 3 (B = 0 leaves the base unchanged, merging equals the unmerged forward and
 unmerging restores W_0, only A and B train), injection into 04-gpt's GPT, adapter-only state dicts,
-errors, and 04-gpt's load-or-train function for its checkpoint.
+errors, 04-gpt's load-or-train function for its checkpoint, and the broad-English base model's (``broad_char_gpt``).
 
 Tolerances: float64, rtol=1e-10, atol=1e-12 where the summation order differs from loralib's; exact
 (``torch.equal``) where it cannot.
@@ -233,3 +233,26 @@ def test_gpt_checkpoint_name_matches_the_notebook(monkeypatch):
     with pytest.raises(Found):
         gpt.shakespeare_char_gpt("cpu")
     assert names and f"/{names[0]} " in printed
+
+
+def test_encode_maps_quotes_and_drops_unknown_characters():
+    ids, dropped = lora.encode('"Anne" said `no` (1816)!', "!'ANadeinos ")
+    assert "".join("!'ANadeinos "[i] for i in ids.tolist()) == "'Anne' said 'no' !"
+    assert ids.dtype == torch.long and dropped == {"(": 1, ")": 1, "1": 2, "8": 1, "6": 1}
+
+
+def test_broad_char_gpt_load_or_train_leaves_out_the_target(tmp_path, monkeypatch):
+    monkeypatch.setenv("CURRICULUM_CACHE", str(tmp_path))
+    books = {"austen-persuasion": "Anne Elliot. " * 50, "austen-emma": "Emma Woodhouse, handsome. " * 50}
+    trained, meta = lora.broad_char_gpt(books, "austen-persuasion", "smoke")
+    assert meta["source"] == "trained" and meta["path"].exists() and meta["path"].parent.parent == tmp_path
+    assert meta["settings"]["data"][1:] == ["austen-emma"] and meta["val_loss"] > 0
+    text = data.tiny_shakespeare()  # the vocabulary and the first 90% of the corpus are Tiny Shakespeare's
+    chars = "".join(sorted(set(text)))
+    assert meta["chars"] == chars and trained.config.vocab_size == len(chars)
+    assert meta["train_chars"] == int(0.9 * len(text)) + len(lora.encode(books["austen-emma"], chars)[0])
+    loaded, meta_loaded = lora.broad_char_gpt(books, "austen-persuasion", "smoke")
+    assert meta_loaded["source"] == "loaded" and meta_loaded["path"] == meta["path"]
+    assert meta_loaded["val_loss"] == meta["val_loss"] and same_state(loaded.state_dict(), trained.state_dict())
+    other, meta_other = lora.broad_char_gpt(books, "austen-emma", "smoke")  # another target: another model
+    assert meta_other["source"] == "trained" and meta_other["path"] != meta["path"]

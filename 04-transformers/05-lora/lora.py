@@ -165,3 +165,64 @@ def mark_only_lora_as_trainable(model: nn.Module) -> None:
 def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """Only the adapters, as loralib's ``lora_state_dict``: what a task needs to store beside the base model."""
     return {k: v for k, v in model.state_dict().items() if "lora_" in k}
+
+
+QUOTES = {'"': "'", "`": "'"}  # Tiny Shakespeare's only quote mark is the apostrophe
+
+
+def encode(text: str, chars: str) -> tuple[torch.Tensor, dict[str, int]]:
+    """Ids of ``text`` in the fixed vocabulary ``chars``: double quotes and backticks become the apostrophe,
+    every other character outside ``chars`` is dropped. Returns the ids and the dropped characters' counts."""
+    index = {c: i for i, c in enumerate(chars)}
+    ids, dropped = [], {}
+    for c in text:
+        c = QUOTES.get(c, c)
+        if c in index:
+            ids.append(index[c])
+        else:
+            dropped[c] = dropped.get(c, 0) + 1
+    return torch.tensor(ids, dtype=torch.long), dropped
+
+
+def broad_char_gpt(books: dict[str, str], exclude: str, profile: str, device: str | torch.device = "cpu"):
+    """The pretrained model of the experiment: 04-gpt's character GPT and nanoGPT recipe (``profile``'s
+    sizes), trained on broad English, Tiny Shakespeare's first 90% plus every book of ``books`` except
+    ``exclude`` (the adaptation target), in Tiny Shakespeare's 65-character vocabulary (``encode``).
+
+    Load-or-train as ``gpt.shakespeare_char_gpt``: a checkpoint in the cache, hashed over these settings.
+    Returns the model and its metadata: ``settings``, ``chars``, ``val_loss`` (Tiny Shakespeare's last 10%),
+    ``train_chars``, ``seconds`` (of training), ``source`` ("loaded" or "trained") and ``path``."""
+    import importlib.util
+    import time
+    from pathlib import Path
+
+    import curriculum as cur
+
+    gpt = cur.load_topic("gpt")
+    spec = importlib.util.spec_from_file_location("gpt_train", Path(gpt.__file__).with_name("train.py"))
+    train = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train)
+    shakespeare_train, shakespeare_val, chars = train.shakespeare_chars()
+    books = {name: text for name, text in books.items() if name != exclude}
+    recipe = {"smoke": dict(n_layer=2, n_head=2, n_embd=32, block_size=32, batch_size=8, iters=40, warmup=5),
+              "cpu": dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=12, iters=2000, warmup=100),
+              "gpu": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, batch_size=64, iters=5000, warmup=100),
+              }[profile] | dict(lr=1e-3, min_lr=1e-4, weight_decay=0.1, betas=(0.9, 0.99), grad_clip=1.0, seed=0)
+    config = gpt.GPTConfig(len(chars), recipe["block_size"], recipe["n_layer"], recipe["n_head"], recipe["n_embd"])
+    settings = {"recipe": recipe, "config": vars(config), "chars": chars, "quotes": QUOTES,
+                "data": ["tinyshakespeare characters, first 90%"] + sorted(books)}
+    path = cur.data.checkpoint_path("05-lora", settings, profile)
+    if path.exists():
+        model, meta = gpt.load_checkpoint(path, device)
+        return model, meta | {"source": "loaded", "path": path}
+    corpus = torch.cat([shakespeare_train] + [encode(text, chars)[0] for text in books.values()])
+    torch.manual_seed(recipe["seed"])
+    model = gpt.GPT(config).to(device)
+    fit = {k: v for k, v in recipe.items() if k not in ("n_layer", "n_head", "n_embd", "block_size")}
+    start = time.perf_counter()
+    train.train(model, corpus, **fit)
+    meta = {"settings": settings, "chars": chars, "train_chars": len(corpus), "seconds": time.perf_counter() - start,
+            "val_loss": train.evaluate(model, shakespeare_val, config.block_size)}
+    if cur.data.writable_cache() is not None:
+        gpt.save_checkpoint(path, model, **meta)
+    return model, meta | {"source": "trained", "path": path}
