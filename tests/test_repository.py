@@ -80,25 +80,13 @@ def test_sizes_are_printed_honestly(topic):
     assert not [line for line in printed_lines(topic) + headlines if re.search(r"\b0k\b", line)]
 
 
-# Notebooks committed before plain-text progress bars were required (tqdm.auto draws a widget whose saved
-# text is its first state, "0%| 0/244"): remove a topic when its notebook is re-executed.
-WIDGET_BARS: set[str] = set()
-
-
 @pytest.mark.parametrize("topic", IMPLEMENTED, ids=lambda t: t.folder)
 def test_progress_bars_are_saved_as_text(topic):
     """A progress bar must be readable on GitHub: `from tqdm import tqdm` with file=sys.stdout (as `cur.fit`),
     not `tqdm.auto`, whose widget keeps only its first state in the saved notebook."""
     notebook = topic.notebook.read_text()
     widgets = "application/vnd.jupyter.widget-view+json" in notebook or "tqdm.auto" in notebook
-    if topic.folder in WIDGET_BARS:
-        assert widgets, f"{topic.folder} has text progress bars now: remove it from WIDGET_BARS"
-    else:
-        assert not widgets, f"{topic.folder}: use `from tqdm import tqdm` (file=sys.stdout), not tqdm.auto"
-
-
-# Notebooks that still print to standard error (drawn pink, read as an error); empty once re-executed.
-STDERR_OUTPUTS = {"06-rlhf"}
+    assert not widgets, f"{topic.folder}: use `from tqdm import tqdm` (file=sys.stdout), not tqdm.auto"
 
 
 @pytest.mark.parametrize("topic", IMPLEMENTED, ids=lambda t: t.folder)
@@ -107,10 +95,7 @@ def test_nothing_is_printed_to_standard_error(topic):
     nb = json.loads(topic.notebook.read_text())
     stderr = [o for c in nb["cells"] if c["cell_type"] == "code" for o in c["outputs"]
               if o["output_type"] == "stream" and o.get("name") == "stderr"]
-    if topic.folder in STDERR_OUTPUTS:
-        assert stderr, f"{topic.folder} prints nothing to standard error now: remove it from STDERR_OUTPUTS"
-    else:
-        assert not stderr, f"{topic.folder} prints to standard error: {''.join(stderr[0]['text'])[:120]!r}"
+    assert not stderr, f"{topic.folder} prints to standard error: {''.join(stderr[0]['text'])[:120]!r}"
 
 
 def test_readme_states_the_install_size_and_the_cpu_only_build():
