@@ -183,6 +183,8 @@ def test_choose_sigma_picks_the_best_validation_score():
     best, scores = gan.choose_sigma(validation, samples, sigmas)
     assert scores.shape == (5,) and best == float(sigmas[scores.argmax()])
     assert scores[0] < scores.max() and scores[-1] < scores.max()   # neither the spikiest nor the flattest kernel
+    direct = torch.stack([gan.parzen_log_likelihood(validation, samples, float(s)).mean() for s in sigmas])
+    torch.testing.assert_close(scores, direct, rtol=1e-12, atol=1e-12)  # distances computed once, same scores
 
 
 def test_parzen_rejects_bad_input():

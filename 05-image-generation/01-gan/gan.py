@@ -183,29 +183,48 @@ def value_1d(logits: Tensor, x: Tensor, data: tuple[float, float], model: tuple[
     return torch.trapezoid(p_data * log_d(logits) + p_g * log_one_minus_d(logits), x)
 
 
-def parzen_log_likelihood(x: Tensor, samples: Tensor, sigma: float, batch_size: int = 500) -> Tensor:
-    """Log-likelihood of each example of ``x`` under a Parzen window (Gaussian kernel, bandwidth ``sigma``)
-    on ``samples``, the paper's evaluation (Section 5, Table 1), with d values per example:
+def _check_parzen(x: Tensor, samples: Tensor) -> None:
+    if x.dim() < 2 or samples.dim() < 2 or x[0].numel() != samples[0].numel():
+        raise ValueError(f"x and samples must be N x ... with the same size per example, got {tuple(x.shape)} "
+                         f"and {tuple(samples.shape)}")
+
+
+def squared_distances(x: Tensor, samples: Tensor, batch_size: int = 500) -> Tensor:
+    """|x_j - s_i|^2 for every example and sample, in float64, ``batch_size`` examples at a time: (N_x, N_s)."""
+    _check_parzen(x, samples)
+    x, samples = x.flatten(1).double(), samples.flatten(1).double()  # (N, d)
+    return torch.cat([torch.cdist(batch, samples).square() for batch in x.split(batch_size)])
+
+
+def parzen_from_distances(d2: Tensor, d: int, sigma: float) -> Tensor:
+    """The Parzen log-likelihood of every row of ``d2`` (squared distances to N samples in d dimensions):
 
         log p(x) = log (1/N) sum_i N(x; s_i, sigma^2 I)
                  = logsumexp_i(-|x - s_i|^2 / 2 sigma^2) - log N - (d/2) log(2 pi sigma^2).
     """
-    if x.dim() < 2 or samples.dim() < 2 or x[0].numel() != samples[0].numel():
-        raise ValueError(f"x and samples must be N x ... with the same size per example, got {tuple(x.shape)} "
-                         f"and {tuple(samples.shape)}")
     if sigma <= 0:
         raise ValueError(f"sigma must be positive, got {sigma}")
-    x, samples = x.flatten(1).double(), samples.flatten(1).double()  # (N, d)
-    n, d = samples.shape
-    kernels = [torch.logsumexp(-torch.cdist(batch, samples).square() / (2 * sigma**2), dim=1)  # (batch,)
-               for batch in x.split(batch_size)]
-    return torch.cat(kernels) - math.log(n) - d / 2 * math.log(2 * math.pi * sigma**2)
+    return torch.logsumexp(-d2 / (2 * sigma**2), dim=1) - math.log(d2.shape[1]) - d / 2 * math.log(2 * math.pi * sigma**2)
+
+
+def parzen_log_likelihood(x: Tensor, samples: Tensor, sigma: float, batch_size: int = 500) -> Tensor:
+    """Log-likelihood of each example of ``x`` under a Parzen window (Gaussian kernel, bandwidth ``sigma``)
+    on ``samples``, the paper's evaluation (Section 5, Table 1): ``parzen_from_distances`` of the squared
+    distances, ``batch_size`` examples at a time."""
+    _check_parzen(x, samples)
+    if sigma <= 0:
+        raise ValueError(f"sigma must be positive, got {sigma}")
+    d = samples[0].numel()
+    return torch.cat([parzen_from_distances(squared_distances(batch, samples), d, sigma)  # (batch,)
+                      for batch in x.split(batch_size)])
 
 
 def choose_sigma(validation: Tensor, samples: Tensor, sigmas: Tensor) -> tuple[float, Tensor]:
     """The paper's bandwidth choice: the sigma with the highest mean Parzen log-likelihood of a validation
-    set. Returns (best sigma, the mean log-likelihood for every sigma)."""
-    scores = torch.stack([parzen_log_likelihood(validation, samples, float(s)).mean() for s in sigmas])
+    set (the distances computed once for all sigmas). Returns (best sigma, the mean log-likelihood for every
+    sigma)."""
+    d2, d = squared_distances(validation, samples), samples[0].numel()
+    scores = torch.stack([parzen_from_distances(d2, d, float(s)).mean() for s in sigmas])
     return float(sigmas[scores.argmax()]), scores
 
 
