@@ -95,13 +95,12 @@ def test_optimal_discriminator_maximises_v_and_theorem_1():
                   gan.optimal_discriminator(x, DATA, (1.2, 0.8), logit=True)):
         assert gan.value_1d(other, x, DATA, MODEL) < best
     # Theorem 1: C(G) = V(D*, G) = -log 4 + 2 JSD(p_data || p_g) >= -log 4, equality iff p_g = p_data
-    x = torch.linspace(-8, 8, 200_001, dtype=torch.float64)  # where both densities are above underflow
     p_d, p_g = (normal(p).log_prob(x).exp() for p in (DATA, MODEL))
     m = (p_d + p_g) / 2
     jsd = 0.5 * torch.trapezoid(p_d * (p_d / m).log(), x) + 0.5 * torch.trapezoid(p_g * (p_g / m).log(), x)
-    assert abs(best - (-math.log(4) + 2 * jsd)) < 1e-6 and best > -math.log(4)
+    assert abs(best - (-math.log(4) + 2 * jsd)) < 1e-9 and best > -math.log(4)
     equal = gan.value_1d(gan.optimal_discriminator(x, DATA, DATA, logit=True), x, DATA, DATA)
-    assert abs(equal + math.log(4)) < 1e-6
+    assert abs(equal + math.log(4)) < 1e-9
 
 
 def test_a_trained_discriminator_approaches_the_optimal_one():
@@ -137,7 +136,8 @@ def test_generator_and_discriminator_shapes_dropout_and_errors():
     assert x.shape == (5, 784) and x.abs().max() <= 1
     assert D(x.view(5, 1, 28, 28)).shape == (5,)
     D.eval()
-    torch.testing.assert_close(D(x), D(x))            # no dropout in evaluation mode
+    no_dropout = torch.nn.Sequential(*(m for m in D.net if not isinstance(m, torch.nn.Dropout)))
+    torch.testing.assert_close(D(x), no_dropout(x).squeeze(1))  # evaluation mode: dropout is the identity
     D.train()
     assert not torch.equal(D(x), D(x))                # dropout in training
     assert gan.Generator(2, (8,), 2, output="linear")(torch.zeros(3, 2)).shape == (3, 2)
@@ -156,7 +156,7 @@ def test_train_step_updates_both_players_and_keeps_the_max_norm():
     before = [p.clone() for p in (*G.parameters(), *D.parameters())]
     stats = gan.train_step(G, D, opt_g, opt_d, gan.ring_of_gaussians(32), gan.noise(32, 4), gan.noise(32, 4),
                            "minimax", max_norm=0.5)
-    assert set(stats) == {"loss_d", "loss_g", "d_real", "d_fake"} and 0 < stats["d_fake"] < 1
+    assert set(stats) == {"loss_d", "loss_g", "d_real", "d_fake"}
     assert all(not torch.equal(a, b) for a, b in zip(before, (*G.parameters(), *D.parameters())))
     norms = [m.weight.norm(dim=1).max() for m in D.modules() if isinstance(m, torch.nn.Linear)]
     assert max(norms) <= 0.5 + 1e-6
@@ -181,10 +181,11 @@ def test_choose_sigma_picks_the_best_validation_score():
     samples, validation = torch.randn(2000, 1, generator=g), torch.randn(500, 1, generator=g)
     sigmas = torch.tensor([0.01, 0.05, 0.2, 0.5, 2.0])
     best, scores = gan.choose_sigma(validation, samples, sigmas)
-    assert scores.shape == (5,) and best == float(sigmas[scores.argmax()])
+    assert scores.shape == (5,)
     assert scores[0] < scores.max() and scores[-1] < scores.max()   # neither the spikiest nor the flattest kernel
     direct = torch.stack([gan.parzen_log_likelihood(validation, samples, float(s)).mean() for s in sigmas])
     torch.testing.assert_close(scores, direct, rtol=1e-12, atol=1e-12)  # distances computed once, same scores
+    assert best == float(sigmas[direct.argmax()])
 
 
 def test_parzen_rejects_bad_input():

@@ -7,6 +7,7 @@ Tolerances: float64, rtol=1e-10, atol=1e-12 where the summation order differs fr
 (``torch.equal``) where it cannot.
 """
 import json
+import math
 
 import loralib
 import pytest
@@ -246,7 +247,7 @@ def test_broad_char_gpt_load_or_train_leaves_out_the_target(tmp_path, monkeypatc
     books = {"austen-persuasion": "Anne Elliot. " * 50, "austen-emma": "Emma Woodhouse, handsome. " * 50}
     trained, meta = lora.broad_char_gpt(books, "austen-persuasion", "smoke")
     assert meta["source"] == "trained" and meta["path"].exists() and meta["path"].parent.parent == tmp_path
-    assert meta["settings"]["data"][1:] == ["austen-emma"] and meta["val_loss"] > 0
+    assert meta["settings"]["data"][1:] == ["austen-emma"] and 0 < meta["val_loss"] < math.log(len(meta["chars"])) + 1  # a trained model, not worse than chance by much
     text = data.tiny_shakespeare()  # the vocabulary and the first 90% of the corpus are Tiny Shakespeare's
     chars = "".join(sorted(set(text)))
     assert meta["chars"] == chars and trained.config.vocab_size == len(chars)

@@ -250,6 +250,29 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> tuple[GPT
     return model, state
 
 
+CHAR_RECIPES = {  # nanoGPT's shakespeare-char recipes, scaled per profile (the notebook's recipe cell)
+    "smoke": dict(n_layer=2, n_head=2, n_embd=32, block_size=32, batch_size=8, iters=40, dropout=0.0, warmup=5),
+    "cpu": dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=12, iters=2000, dropout=0.0, warmup=100),
+    "gpu": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, batch_size=64, iters=5000, dropout=0.2, warmup=100),
+}
+MODEL_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "dropout")  # the rest of a recipe goes to train.train
+
+
+def char_recipe(profile: str) -> dict:
+    """The character GPT's recipe for ``profile``: model sizes and ``train.train``'s arguments."""
+    return CHAR_RECIPES[profile] | dict(lr=1e-3, min_lr=1e-4, weight_decay=0.1, betas=(0.9, 0.99), grad_clip=1.0, seed=0)
+
+
+def train_module():
+    """This folder's ``train.py`` (the training loop, batches, evaluation), for topics that import ``gpt``."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpt_train", Path(__file__).with_name("train.py"))
+    train = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train)
+    return train
+
+
 def shakespeare_char_gpt(profile: str, device: str | torch.device = "cpu") -> tuple[GPT, dict]:
     """The character-level Tiny Shakespeare GPT of this topic's notebook (its recipe cell), for later topics.
 
@@ -258,18 +281,11 @@ def shakespeare_char_gpt(profile: str, device: str | torch.device = "cpu") -> tu
     writable). Returns the model and its metadata: ``settings``, ``chars``, ``val_loss`` (held-out loss over
     every window), ``source`` ("loaded" or "trained") and ``path``.
     """
-    import importlib.util
-
     from curriculum.data import writable_cache
 
-    spec = importlib.util.spec_from_file_location("gpt_train", Path(__file__).with_name("train.py"))
-    train = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train)
+    train = train_module()
     train_ids, val_ids, chars = train.shakespeare_chars()
-    recipe = {"smoke": dict(n_layer=2, n_head=2, n_embd=32, block_size=32, batch_size=8, iters=40, dropout=0.0, warmup=5),
-              "cpu": dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=12, iters=2000, dropout=0.0, warmup=100),
-              "gpu": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, batch_size=64, iters=5000, dropout=0.2, warmup=100),
-              }[profile] | dict(lr=1e-3, min_lr=1e-4, weight_decay=0.1, betas=(0.9, 0.99), grad_clip=1.0, seed=0)
+    recipe = char_recipe(profile)
     config = GPTConfig(len(chars), recipe["block_size"], recipe["n_layer"], recipe["n_head"], recipe["n_embd"], recipe["dropout"])
     settings = {"recipe": recipe, "config": vars(config), "data": "tinyshakespeare characters, first 90%", "chars": chars}
     path = checkpoint_path(settings, profile)
@@ -278,8 +294,7 @@ def shakespeare_char_gpt(profile: str, device: str | torch.device = "cpu") -> tu
         return model, meta | {"source": "loaded", "path": path}
     torch.manual_seed(0)
     model = GPT(config).to(device)
-    fit = {k: v for k, v in recipe.items() if k not in ("n_layer", "n_head", "n_embd", "block_size", "dropout")}
-    train.train(model, train_ids, progress=True, desc="04-gpt recipe", **fit)
+    train.train(model, train_ids, progress=True, desc="04-gpt recipe", **{k: v for k, v in recipe.items() if k not in MODEL_KEYS})
     meta = {"settings": settings, "chars": chars, "val_loss": train.evaluate(model, val_ids, config.block_size)}
     if writable_cache() is not None:
         save_checkpoint(path, model, **meta)

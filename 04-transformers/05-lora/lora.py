@@ -21,11 +21,14 @@ is a plain ``nn.Linear``; use that), and loralib's ``fan_in_fan_out`` (for GPT-2
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+import curriculum as cur
 
 
 class LoRALinear(nn.Linear):
@@ -184,45 +187,42 @@ def encode(text: str, chars: str) -> tuple[torch.Tensor, dict[str, int]]:
     return torch.tensor(ids, dtype=torch.long), dropped
 
 
+def broad_corpus(books: dict[str, str], exclude: str) -> tuple[torch.Tensor, str, list[str]]:
+    """Broad English for the base model: Tiny Shakespeare's first 90% (04-gpt's training split) and every book of
+    ``books`` except ``exclude`` (the adaptation target), as ids in Tiny Shakespeare's vocabulary (``encode``).
+    Returns the ids, the vocabulary and the sources' names."""
+    train = cur.load_topic("gpt").train_module()
+    shakespeare, _, chars = train.shakespeare_chars()
+    kept = sorted(name for name in books if name != exclude)
+    ids = torch.cat([shakespeare] + [encode(books[name], chars)[0] for name in kept])
+    return ids, chars, ["tinyshakespeare characters, first 90%"] + kept
+
+
 def broad_char_gpt(books: dict[str, str], exclude: str, profile: str, device: str | torch.device = "cpu"):
-    """The pretrained model of the experiment: 04-gpt's character GPT and nanoGPT recipe (``profile``'s
-    sizes), trained on broad English, Tiny Shakespeare's first 90% plus every book of ``books`` except
-    ``exclude`` (the adaptation target), in Tiny Shakespeare's 65-character vocabulary (``encode``).
+    """The pretrained model of the experiment: 04-gpt's character GPT and recipe (``gpt.char_recipe``, the
+    profile's sizes) trained on ``broad_corpus(books, exclude)``.
 
     Load-or-train as ``gpt.shakespeare_char_gpt``: a checkpoint in the cache, hashed over these settings.
     Returns the model and its metadata: ``settings``, ``chars``, ``val_loss`` (Tiny Shakespeare's last 10%),
     ``train_chars``, ``seconds`` (of training), ``source`` ("loaded" or "trained") and ``path``."""
-    import importlib.util
-    import time
-    from pathlib import Path
-
-    import curriculum as cur
-
     gpt = cur.load_topic("gpt")
-    spec = importlib.util.spec_from_file_location("gpt_train", Path(gpt.__file__).with_name("train.py"))
-    train = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train)
-    shakespeare_train, shakespeare_val, chars = train.shakespeare_chars()
-    books = {name: text for name, text in books.items() if name != exclude}
-    recipe = {"smoke": dict(n_layer=2, n_head=2, n_embd=32, block_size=32, batch_size=8, iters=40, warmup=5),
-              "cpu": dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=12, iters=2000, warmup=100),
-              "gpu": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, batch_size=64, iters=5000, warmup=100),
-              }[profile] | dict(lr=1e-3, min_lr=1e-4, weight_decay=0.1, betas=(0.9, 0.99), grad_clip=1.0, seed=0)
-    config = gpt.GPTConfig(len(chars), recipe["block_size"], recipe["n_layer"], recipe["n_head"], recipe["n_embd"])
-    settings = {"recipe": recipe, "config": vars(config), "chars": chars, "quotes": QUOTES,
-                "data": ["tinyshakespeare characters, first 90%"] + sorted(books)}
+    train = gpt.train_module()
+    corpus, chars, sources = broad_corpus(books, exclude)
+    recipe = gpt.char_recipe(profile)
+    config = gpt.GPTConfig(len(chars), recipe["block_size"], recipe["n_layer"], recipe["n_head"], recipe["n_embd"],
+                           recipe["dropout"])
+    settings = {"recipe": recipe, "config": vars(config), "chars": chars, "quotes": QUOTES, "data": sources}
     path = cur.data.checkpoint_path("05-lora", settings, profile)
     if path.exists():
         model, meta = gpt.load_checkpoint(path, device)
         return model, meta | {"source": "loaded", "path": path}
-    corpus = torch.cat([shakespeare_train] + [encode(text, chars)[0] for text in books.values()])
     torch.manual_seed(recipe["seed"])
     model = gpt.GPT(config).to(device)
-    fit = {k: v for k, v in recipe.items() if k not in ("n_layer", "n_head", "n_embd", "block_size")}
     start = time.perf_counter()
-    train.train(model, corpus, **fit)
+    train.train(model, corpus, progress=True, desc="broad-English base",
+                **{k: v for k, v in recipe.items() if k not in gpt.MODEL_KEYS})
     meta = {"settings": settings, "chars": chars, "train_chars": len(corpus), "seconds": time.perf_counter() - start,
-            "val_loss": train.evaluate(model, shakespeare_val, config.block_size)}
+            "val_loss": train.evaluate(model, train.shakespeare_chars()[1], config.block_size)}
     if cur.data.writable_cache() is not None:
         gpt.save_checkpoint(path, model, **meta)
     return model, meta | {"source": "trained", "path": path}
