@@ -184,6 +184,37 @@ def test_training_lowers_the_loss_on_a_tiny_set():
     assert sum(losses[-10:]) < 0.7 * sum(losses[:10])
 
 
+def test_learning_rate_warms_up_then_follows_the_cosine_to_zero():
+    assert [diffusion.lr_factor(k, warmup=4) for k in (0, 1, 3, 50)] == [0.25, 0.5, 1.0, 1.0]
+    assert diffusion.lr_factor(4, warmup=4, decay_steps=12) == 1.0
+    assert diffusion.lr_factor(8, warmup=4, decay_steps=12) == pytest.approx(0.5)
+    assert diffusion.lr_factor(12, warmup=4, decay_steps=12) == pytest.approx(0.0)
+    assert diffusion.lr_factor(7, decay_steps=10) == pytest.approx(0.5 * (1 + math.cos(0.7 * math.pi)))
+    # the optimizer sees these rates: a truncated run follows the longer run's schedule
+    seen = []
+    d = diffusion.Diffusion(diffusion.cosine_betas(10))
+    x = torch.zeros(8, 1, 4, 4)
+
+    def record(step, ema):
+        seen.append(optimizer_lr[0])
+
+    model = diffusion.TimeUNet(1, 4, 1)
+    optimizer_lr = [None]
+    original_step = torch.optim.Adam.step
+
+    def spy(self, *args, **kwargs):
+        optimizer_lr[0] = self.param_groups[0]["lr"]
+        return original_step(self, *args, **kwargs)
+
+    torch.optim.Adam.step = spy
+    try:
+        diffusion.train(model, d, x, 6, batch_size=4, lr=1e-2, warmup=2, decay_steps=10, desc="t", on_step=record)
+    finally:
+        torch.optim.Adam.step = original_step
+    expected = [1e-2 * diffusion.lr_factor(k, 2, 10) for k in range(6)]
+    assert seen == pytest.approx(expected) and seen[0] == pytest.approx(5e-3) and seen[-1] < seen[2]
+
+
 def test_clear_errors():
     with pytest.raises(ValueError, match="betas"):
         diffusion.Diffusion(torch.tensor([0.1, 1.0]))
