@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from curriculum import load_topic
 
 gan = load_topic("gan")
+dropout = load_topic("dropout")
 TOL = {"rtol": 1e-12, "atol": 1e-12}
 DATA, MODEL = (0.0, 1.0), (1.5, 0.7)
 
@@ -106,7 +107,7 @@ def test_optimal_discriminator_maximises_v_and_theorem_1():
 def test_a_trained_discriminator_approaches_the_optimal_one():
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
-    D = gan.Discriminator(1, (32, 32), pieces=1, p_input=0.0, p_hidden=0.0, relu=True)
+    D = dropout.MLP((1, 32, 32, 1), p_input=0.0, p_hidden=0.0)             # a ReLU discriminator, logits N x 1
     opt = torch.optim.Adam(D.parameters(), lr=1e-2)
     for _ in range(400):
         real = DATA[0] + DATA[1] * torch.randn(512, 1, generator=g)
@@ -117,7 +118,7 @@ def test_a_trained_discriminator_approaches_the_optimal_one():
         opt.step()
     x = torch.linspace(-1.5, 2.5, 81)
     with torch.no_grad():
-        error = (torch.sigmoid(D(x[:, None])) - gan.optimal_discriminator(x, DATA, MODEL)).abs().max()
+        error = (torch.sigmoid(D(x[:, None]).squeeze(1)) - gan.optimal_discriminator(x, DATA, MODEL)).abs().max()
     assert error < 0.08
 
 
@@ -141,6 +142,11 @@ def test_generator_and_discriminator_shapes_dropout_and_errors():
     D.train()
     assert not torch.equal(D(x), D(x))                # dropout in training
     assert gan.Generator(2, (8,), 2, output="linear")(torch.zeros(3, 2)).shape == (3, 2)
+    leaky = gan.Generator(2, (8,), 3, slope=0.2)
+    assert isinstance(leaky.net[1], torch.nn.LeakyReLU) and leaky.net[1].negative_slope == 0.2
+    h = torch.tensor([[-1.0, 2.0]]) @ leaky.net[0].weight.T + leaky.net[0].bias
+    torch.testing.assert_close(leaky.net[:2](torch.tensor([[-1.0, 2.0]])), torch.where(h > 0, h, 0.2 * h))
+    assert isinstance(gan.Generator(2, (8,), 3).net[1], torch.nn.ReLU)   # slope 0: the paper's ReLU
     with pytest.raises(ValueError, match="noise of shape N x 10"):
         G(torch.zeros(5, 11))
     with pytest.raises(ValueError, match="784 values per example"):

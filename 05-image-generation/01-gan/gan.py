@@ -13,7 +13,7 @@ p_g = p_data (Theorem 1). Training alternates k steps of ascent on V for D with 
 trains G to maximise log D(G(z)) instead: the same fixed point, much stronger gradients (Section 3).
 
 Everything works on D's logits l (D = sigmoid(l)), with log D = -softplus(-l) and log(1 - D) = -softplus(l),
-which is what ``F.binary_cross_entropy_with_logits`` computes, written out here.
+which is what ``F.binary_cross_entropy_with_logits`` computes, written out here (softplus from 02-02).
 """
 from __future__ import annotations
 
@@ -26,12 +26,7 @@ import curriculum as cur
 
 _dropout = cur.load_topic("dropout")
 Dropout, max_norm_ = _dropout.Dropout, _dropout.max_norm_
-
-
-def softplus(x: Tensor) -> Tensor:
-    """log(1 + e^x), stable for large |x|: max(x, 0) + log(1 + e^{-|x|}), with max(x, 0) written as
-    (x + |x|) / 2 so that autograd gives the true derivative 1/2 at x = 0."""
-    return (x + x.abs()) / 2 + torch.log1p(torch.exp(-x.abs()))
+softplus = cur.load_topic("relu").softplus  # log(1 + e^x), stable, from 02-02
 
 
 def log_d(logits: Tensor) -> Tensor:
@@ -85,18 +80,19 @@ class Maxout(nn.Module):
 
 
 class Generator(nn.Module):
-    """G(z; theta_g): an MLP of ReLU layers from noise to data; ``tanh`` output for images in [-1, 1]
-    (the paper used a sigmoid for [0, 1]), linear output for points in the plane."""
+    """G(z; theta_g): an MLP of ReLU layers (leaky ReLU, max(x, slope x), for ``slope > 0``) from noise to
+    data; ``tanh`` output for images in [-1, 1] (the paper used a sigmoid for [0, 1]), linear output for
+    points in the plane."""
 
     def __init__(self, noise_dim: int = 100, hidden: tuple[int, ...] = (256, 512), out_features: int = 784,
-                 output: str = "tanh") -> None:
+                 output: str = "tanh", slope: float = 0.0) -> None:
         super().__init__()
         if output not in ("tanh", "linear"):
             raise ValueError(f"output must be 'tanh' or 'linear', got {output!r}")
         self.noise_dim = noise_dim
         sizes, layers = (noise_dim, *hidden), []
         for n_in, n_out in zip(sizes[:-1], sizes[1:]):
-            layers += [nn.Linear(n_in, n_out), nn.ReLU()]
+            layers += [nn.Linear(n_in, n_out), nn.LeakyReLU(slope) if slope else nn.ReLU()]
         layers.append(nn.Linear(sizes[-1], out_features))
         if output == "tanh":
             layers.append(nn.Tanh())
@@ -110,17 +106,16 @@ class Generator(nn.Module):
 
 class Discriminator(nn.Module):
     """D(x; theta_d): maxout hidden layers with dropout on the input and on every hidden layer (the paper's
-    MNIST discriminator); returns the logit l, D(x) = sigmoid(l). ``pieces=1`` with ``relu=True`` gives
-    ReLU layers instead of maxout."""
+    MNIST discriminator); returns the logit l, D(x) = sigmoid(l). (A ReLU discriminator is 02-04's
+    ``dropout.MLP`` with one output.)"""
 
     def __init__(self, in_features: int = 784, hidden: tuple[int, ...] = (240, 240), pieces: int = 5,
-                 p_input: float = 0.2, p_hidden: float = 0.5, relu: bool = False) -> None:
+                 p_input: float = 0.2, p_hidden: float = 0.5) -> None:
         super().__init__()
         self.in_features = in_features
         layers, sizes = [Dropout(p_input)], (in_features, *hidden)
         for n_in, n_out in zip(sizes[:-1], sizes[1:]):
-            layers += [nn.Linear(n_in, n_out), nn.ReLU()] if relu else [Maxout(n_in, n_out, pieces)]
-            layers.append(Dropout(p_hidden))
+            layers += [Maxout(n_in, n_out, pieces), Dropout(p_hidden)]
         layers.append(nn.Linear(sizes[-1], 1))
         self.net = nn.Sequential(*layers)
 
@@ -183,15 +178,11 @@ def value_1d(logits: Tensor, x: Tensor, data: tuple[float, float], model: tuple[
     return torch.trapezoid(p_data * log_d(logits) + p_g * log_one_minus_d(logits), x)
 
 
-def _check_parzen(x: Tensor, samples: Tensor) -> None:
+def squared_distances(x: Tensor, samples: Tensor, batch_size: int = 500) -> Tensor:
+    """|x_j - s_i|^2 for every example and sample, in float64, ``batch_size`` examples at a time: (N_x, N_s)."""
     if x.dim() < 2 or samples.dim() < 2 or x[0].numel() != samples[0].numel():
         raise ValueError(f"x and samples must be N x ... with the same size per example, got {tuple(x.shape)} "
                          f"and {tuple(samples.shape)}")
-
-
-def squared_distances(x: Tensor, samples: Tensor, batch_size: int = 500) -> Tensor:
-    """|x_j - s_i|^2 for every example and sample, in float64, ``batch_size`` examples at a time: (N_x, N_s)."""
-    _check_parzen(x, samples)
     x, samples = x.flatten(1).double(), samples.flatten(1).double()  # (N, d)
     return torch.cat([torch.cdist(batch, samples).square() for batch in x.split(batch_size)])
 
@@ -210,13 +201,8 @@ def parzen_from_distances(d2: Tensor, d: int, sigma: float) -> Tensor:
 def parzen_log_likelihood(x: Tensor, samples: Tensor, sigma: float, batch_size: int = 500) -> Tensor:
     """Log-likelihood of each example of ``x`` under a Parzen window (Gaussian kernel, bandwidth ``sigma``)
     on ``samples``, the paper's evaluation (Section 5, Table 1): ``parzen_from_distances`` of the squared
-    distances, ``batch_size`` examples at a time."""
-    _check_parzen(x, samples)
-    if sigma <= 0:
-        raise ValueError(f"sigma must be positive, got {sigma}")
-    d = samples[0].numel()
-    return torch.cat([parzen_from_distances(squared_distances(batch, samples), d, sigma)  # (batch,)
-                      for batch in x.split(batch_size)])
+    distances (computed ``batch_size`` examples at a time)."""
+    return parzen_from_distances(squared_distances(x, samples, batch_size), samples[0].numel(), sigma)
 
 
 def choose_sigma(validation: Tensor, samples: Tensor, sigmas: Tensor) -> tuple[float, Tensor]:
