@@ -184,35 +184,30 @@ def test_training_lowers_the_loss_on_a_tiny_set():
     assert sum(losses[-10:]) < 0.7 * sum(losses[:10])
 
 
-def test_learning_rate_warms_up_then_follows_the_cosine_to_zero():
-    assert [diffusion.lr_factor(k, warmup=4) for k in (0, 1, 3, 50)] == [0.25, 0.5, 1.0, 1.0]
-    assert diffusion.lr_factor(4, warmup=4, decay_steps=12) == 1.0
-    assert diffusion.lr_factor(8, warmup=4, decay_steps=12) == pytest.approx(0.5)
-    assert diffusion.lr_factor(12, warmup=4, decay_steps=12) == pytest.approx(0.0)
-    assert diffusion.lr_factor(7, decay_steps=10) == pytest.approx(0.5 * (1 + math.cos(0.7 * math.pi)))
-    # the optimizer sees these rates: a truncated run follows the longer run's schedule
-    seen = []
-    d = diffusion.Diffusion(diffusion.cosine_betas(10))
-    x = torch.zeros(8, 1, 4, 4)
+def rates_seen_by_adam(steps, **kwargs):
+    """The learning rate Adam used at each update of a tiny diffusion.train run."""
+    seen, original_step = [], torch.optim.Adam.step
 
-    def record(step, ema):
-        seen.append(optimizer_lr[0])
-
-    model = diffusion.TimeUNet(1, 4, 1)
-    optimizer_lr = [None]
-    original_step = torch.optim.Adam.step
-
-    def spy(self, *args, **kwargs):
-        optimizer_lr[0] = self.param_groups[0]["lr"]
-        return original_step(self, *args, **kwargs)
+    def spy(self, *args, **kw):
+        seen.append(self.param_groups[0]["lr"])
+        return original_step(self, *args, **kw)
 
     torch.optim.Adam.step = spy
     try:
-        diffusion.train(model, d, x, 6, batch_size=4, lr=1e-2, warmup=2, decay_steps=10, desc="t", on_step=record)
+        diffusion.train(diffusion.TimeUNet(1, 4, 1), diffusion.Diffusion(diffusion.cosine_betas(10)),
+                        torch.zeros(8, 1, 4, 4), steps, batch_size=4, lr=1e-2, desc="t", **kwargs)
     finally:
         torch.optim.Adam.step = original_step
-    expected = [1e-2 * diffusion.lr_factor(k, 2, 10) for k in range(6)]
-    assert seen == pytest.approx(expected) and seen[0] == pytest.approx(5e-3) and seen[-1] < seen[2]
+    return seen
+
+
+def test_learning_rate_warms_up_then_follows_the_cosine_to_zero():
+    # a truncated run (6 of 10 steps) follows the longer run's schedule: 04-07's warmup and cosine
+    assert rates_seen_by_adam(6, warmup=2, decay_steps=10) == pytest.approx(
+        [5e-3, 1e-2, 1e-2, 1e-2 * 0.5 * (1 + math.cos(math.pi / 8)), 1e-2 * 0.5 * (1 + math.cos(math.pi / 4)),
+         1e-2 * 0.5 * (1 + math.cos(3 * math.pi / 8))])
+    assert rates_seen_by_adam(4, warmup=2) == pytest.approx([5e-3, 1e-2, 1e-2, 1e-2])  # warmup, then constant
+    assert rates_seen_by_adam(3) == pytest.approx([1e-2] * 3)  # the default: constant
 
 
 def test_clear_errors():

@@ -21,6 +21,7 @@ from tqdm import tqdm
 import curriculum as cur
 
 unet = cur.load_topic("unet")
+warmup_cosine = cur.load_topic("vit").warmup_cosine  # 04-07's schedule (ViT Appendix B.1)
 
 
 def linear_betas(T: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
@@ -275,15 +276,6 @@ class EMA:
             ours.lerp_(theirs, 1 - d)
 
 
-def lr_factor(step: int, warmup: int = 0, decay_steps: int | None = None) -> float:
-    """The learning rate of update ``step`` (0-based) as a fraction of the peak: linear warm-up over
-    ``warmup`` updates, then constant, or a cosine down to 0 at ``decay_steps``."""
-    factor = min(1.0, (step + 1) / warmup) if warmup else 1.0
-    if decay_steps is not None:
-        factor *= 0.5 * (1 + math.cos(math.pi * min(max(step - warmup, 0), decay_steps - warmup) / (decay_steps - warmup)))
-    return factor
-
-
 def train(model: nn.Module, diffusion: Diffusion, x: torch.Tensor, steps: int, batch_size: int = 64,
           lr: float = 1e-3, labels: torch.Tensor | None = None, cond: torch.Tensor | None = None,
           p_uncond: float = 0.0, ema_decay: float = 0.999, seed: int = 0, desc: str = "train",
@@ -293,13 +285,14 @@ def train(model: nn.Module, diffusion: Diffusion, x: torch.Tensor, steps: int, b
     ``cond`` (one vector per image) the model is conditioned on it, each vector zeroed with probability
     ``p_uncond`` so that one network is also unconditional, as classifier-free guidance needs (05-05).
     The learning rate rises linearly over ``warmup`` steps (DDPM: 5,000) and, with ``decay_steps``, then
-    follows a cosine from ``lr`` to 0 at step ``decay_steps`` (a run stopped earlier keeps the schedule of
-    the longer one); by default it is constant. ``on_step(step, ema)`` is called after every update.
+    follows 04-07's cosine from ``lr`` to 0 at step ``decay_steps`` (a run stopped earlier keeps the schedule
+    of the longer one); by default it is constant. ``on_step(step, ema)`` is called after every update.
     Returns the EMA and the losses."""
     g = torch.Generator().manual_seed(seed)
     device = next(model.parameters()).device
     optimizer, ema, losses = torch.optim.Adam(model.parameters(), lr=lr), EMA(model, ema_decay), []
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: lr_factor(k, warmup, decay_steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: warmup_cosine(k, decay_steps, warmup)
+                                                  if decay_steps else min(1.0, (k + 1) / max(warmup, 1)))
     for _ in (bar := tqdm(range(steps), desc=desc, total=steps, file=sys.stdout)):
         idx = torch.randint(len(x), (batch_size,), generator=g)
         t, noise = torch.randint(diffusion.T, (batch_size,), generator=g), torch.randn(x[idx].shape, generator=g)
