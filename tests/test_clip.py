@@ -100,6 +100,8 @@ def test_pooling_finds_the_end_token_not_the_largest_id():
 def test_logit_scale_init_and_clamp():
     m = clip.CLIP(**SMALL)  # float32: t = log(1/0.07) rounded to float32
     assert m.logit_scale.item() == torch.tensor(math.log(1 / 0.07)).item() and abs(m.scale().item() - 1 / 0.07) < 1e-5
+    from transformers import CLIPConfig
+    assert abs(CLIPConfig().logit_scale_init_value - math.log(1 / 0.07)) < 1e-4  # theirs: 2.6592
     m = m.double()
     x = images()
     with torch.no_grad():
