@@ -263,6 +263,11 @@ def char_recipe(profile: str) -> dict:
     return CHAR_RECIPES[profile] | dict(lr=1e-3, min_lr=1e-4, weight_decay=0.1, betas=(0.9, 0.99), grad_clip=1.0, seed=0)
 
 
+def char_settings(config: GPTConfig, recipe: dict, chars: str) -> dict:
+    """Everything that makes the Shakespeare character GPT; its hash names the checkpoint."""
+    return {"recipe": recipe, "config": vars(config), "data": "tinyshakespeare characters, first 90%", "chars": chars}
+
+
 def train_module():
     """This folder's ``train.py`` (the training loop, batches, evaluation), for topics that import ``gpt``."""
     import importlib.util
@@ -287,7 +292,7 @@ def shakespeare_char_gpt(profile: str, device: str | torch.device = "cpu") -> tu
     train_ids, val_ids, chars = train.shakespeare_chars()
     recipe = char_recipe(profile)
     config = GPTConfig(len(chars), recipe["block_size"], recipe["n_layer"], recipe["n_head"], recipe["n_embd"], recipe["dropout"])
-    settings = {"recipe": recipe, "config": vars(config), "data": "tinyshakespeare characters, first 90%", "chars": chars}
+    settings = char_settings(config, recipe, chars)
     path = checkpoint_path(settings, profile)
     if path.exists():
         model, meta = load_checkpoint(path, device)
