@@ -1,7 +1,8 @@
 """CLIP (05-04): the symmetric loss against ``F.cross_entropy``, the whole model against a random-init
 ``transformers.CLIPModel`` (logits, loss, embeddings and gradients after state-dict conversion, float64), the logit
 scale's initialisation and clamp, duplicate-caption masking, pooling at the end-of-text position, prompt
-ensembling, the bag-of-words baseline, the load-or-train function and errors for bad input.
+ensembling, the bag-of-words baseline, the training stream (shifts and repainting: never a held-out pair, captions
+naming the new colours), the supervised reference, the load-or-train function and errors for bad input.
 
 Tolerances: float64, rtol=1e-10, atol=1e-12 (different summation orders).
 """
@@ -200,6 +201,82 @@ def test_training_lowers_the_loss():
     before = clip.clip_loss(m(x, ids), clip.same_texts(ids)).item()
     history = clip.train(m, x, ids, steps=30, batch_size=32, lr=3e-3, warmup=3)
     assert history.steps["loss"][-1] < before - 0.25
+
+
+def strokes(n, seed=0):
+    """Grey ``(n, 1, 28, 28)`` images in [0, 1] with a blurry square stroke inside the 2-pixel margin."""
+    g = torch.Generator().manual_seed(seed)
+    out = torch.zeros(n, 1, 28, 28)
+    for i in range(n):
+        y, x = torch.randint(4, 14, (2,), generator=g).tolist()
+        out[i, 0, y:y + 10, x:x + 10] = torch.rand(10, 10, generator=g) * 0.5 + 0.5
+    return out
+
+
+def test_shift_translates_within_the_frame():
+    grey = strokes(64)
+    gen = torch.Generator().manual_seed(0)
+    shifted = clip.shift(grey, 2, gen)
+    assert shifted.shape == grey.shape and shifted.dtype == grey.dtype
+    assert shifted.min() >= 0 and shifted.max() <= 1
+    torch.testing.assert_close(shifted.sum((1, 2, 3)), grey.sum((1, 2, 3)))  # the stroke moves, nothing is lost
+    offsets = set()
+    for i in range(64):  # each image is its original rolled by one offset in [-2, 2]^2
+        match = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
+                 if torch.equal(torch.roll(grey[i], (dy, dx), (1, 2)), shifted[i])]
+        assert len(match) == 1
+        offsets.add(match[0])
+    assert len(offsets) > 15  # of the 25 possible, drawn at random
+    again = clip.shift(grey, 2, torch.Generator().manual_seed(0))
+    assert torch.equal(again, shifted)  # seeded
+    assert clip.shift(grey, 0, gen) is grey
+
+
+def test_repaint_never_draws_a_held_out_pair_and_captions_the_new_colours():
+    n = 600
+    grey, digit = strokes(n), torch.arange(n) % 10
+    images, captions, ink, background = clip.repaint(grey, digit, torch.Generator().manual_seed(0))
+    inks, grounds = tuple(data.INKS), tuple(data.BACKGROUNDS)
+    assert images.shape == (n, 3, 28, 28) and 0 <= images.min() and images.max() <= 1
+    assert not [(int(d), inks[i]) for d, i in zip(digit, ink) if (int(d), inks[i]) in data.HELD_OUT]
+    for d in range(10):  # every other ink occurs with each digit, and every background
+        assert {inks[i] for i in ink[digit == d]} == {name for name in inks if (d, name) not in data.HELD_OUT}
+    assert set(background.tolist()) == set(range(len(grounds)))
+    for c, d, i, b in zip(captions, digit, ink, background):
+        words = c.split()
+        assert set(words) & set(data.INKS[inks[i]][1]) and set(words) & set(data.BACKGROUNDS[grounds[b]][1])
+        assert str(int(d)) in words or data.DIGIT_WORDS[d] in words
+    assert len(set(captions)) > 100  # random templates and synonyms
+    # the colours are data.paint's (jittered by at most 0.05 per channel), and read back by data.read_colours
+    assert (images - data.paint(grey, ink, background)).abs().max() <= 0.05 + 1e-6
+    read_ink, read_background = data.read_colours(images)
+    assert torch.equal(read_ink, ink) and torch.equal(read_background, background)
+
+
+def test_augment_feeds_the_models_and_keeps_the_order():
+    words = [w for t in data.TEMPLATES for w in t.split() if "{" not in w] + [str(d) for d in range(10)]
+    words += [*data.DIGIT_WORDS, *(s for _, synonyms in [*data.INKS.values(), *data.BACKGROUNDS.values()] for s in synonyms)]
+    tok = clip.Tokenizer([" ".join(words)])
+    grey, digit = strokes(16), torch.arange(16) % 10
+    images, ids = clip.Augment(2, tok, 12)(grey, digit, torch.Generator().manual_seed(3))
+    expected, captions, _, _ = clip.repaint(clip.shift(grey, 2, g := torch.Generator().manual_seed(3)), digit, g)
+    assert torch.equal(images, expected) and torch.equal(ids, tok(captions, 12))
+    images2, labels = clip.Augment(2)(grey, digit, torch.Generator().manual_seed(3))
+    assert torch.equal(images2, expected) and labels is digit  # the same images for the supervised reference
+
+
+def test_supervised_reference_trains_on_the_stream():
+    torch.manual_seed(0)
+    m = clip.DigitClassifier(vision_width=16, vision_layers=1, vision_heads=2, num_classes=2)
+    grey = torch.zeros(64, 1, 28, 28)
+    digit = torch.arange(64) % 2  # class 0: a square top left, class 1: bottom right, in ever new colours
+    grey[digit == 0, 0, 4:12, 4:12] = 1
+    grey[digit == 1, 0, 16:24, 16:24] = 1
+    x = clip.Augment(2)(grey, digit, torch.Generator().manual_seed(0))[0]
+    torch.testing.assert_close(m.loss(x, digit), F.cross_entropy(m(x), digit))
+    before = m.loss(x, digit).item()
+    history = clip.train(m, grey, digit, steps=60, batch_size=32, lr=1e-2, warmup=5, augment=clip.Augment(2))
+    assert sum(history.steps["loss"][-3:]) / 3 < before - 0.1
 
 
 def test_load_or_train(tmp_path, monkeypatch):

@@ -14,7 +14,9 @@ the n x n pairings actually occurred. The paper's Figure 3 pseudocode, which ``C
 Zero-shot classification (Sec. 3.1.2) embeds one prompt per class ("a photo of a {label}.") and picks the class
 whose text embedding is closest to the image's; prompt ensembling (Sec. 3.1.4) averages the normalised text
 embeddings of many templates per class. ``BagOfWords`` is Figure 2's baseline: the same image encoder trained to
-predict the caption's bag of words. Parameter names of the heads are ``transformers.CLIPModel``'s;
+predict the caption's bag of words, and ``DigitClassifier`` the same tower trained on digit labels. ``Augment`` is
+the training stream (the paper's random crops, here shifts, and a fresh colouring and caption at every draw).
+Parameter names of the heads are ``transformers.CLIPModel``'s;
 ``from_hf_state_dict`` converts a whole ``CLIPModel`` (both towers) into ours.
 """
 from __future__ import annotations
@@ -194,11 +196,72 @@ class BagOfWords(nn.Module):
                           for logp in (self(images[i:i + batch_size].to(device)) for i in range(0, len(images), batch_size))])
 
 
+class DigitClassifier(nn.Module):
+    """The supervised reference: the same image tower with a linear head, trained on the digit labels with plain
+    cross-entropy (``loss(images, digits)``), so that ``train`` gives it CLIP's batches, augmentation and schedule."""
+
+    def __init__(self, image_size: int = 28, patch_size: int = 7, vision_width: int = 64, vision_layers: int = 2,
+                 vision_heads: int = 4, num_classes: int = 10) -> None:
+        super().__init__()
+        self.visual = ImageEncoder(image_size, patch_size, vision_layers, vision_heads, vision_width)
+        self.head = nn.Linear(vision_width, num_classes)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.visual(images))  # (B, num_classes) logits
+
+    def loss(self, images: torch.Tensor, digits: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(self(images), digits)
+
+
+def shift(grey: torch.Tensor, pixels: int, generator: torch.Generator) -> torch.Tensor:
+    """Random translation, the paper's random square crop at digit scale: ``(B, C, H, W)`` padded with zeros (no
+    stroke) by ``pixels`` on every side and cropped back to ``H x W`` at a random offset per image."""
+    if pixels == 0:
+        return grey
+    b, _, h, w = grey.shape
+    padded = F.pad(grey, (pixels,) * 4)  # (B, C, H + 2p, W + 2p)
+    dy, dx = torch.randint(2 * pixels + 1, (2, b, 1), generator=generator)
+    rows, cols = dy + torch.arange(h), dx + torch.arange(w)  # (B, H), (B, W): the crop's pixels in the padded image
+    crops = padded[torch.arange(b)[:, None, None], :, rows[:, :, None], cols[:, None, :]]  # (B, H, W, C)
+    return crops.permute(0, 3, 1, 2)  # (B, H, W, C) -> (B, C, H, W)
+
+
+def repaint(grey: torch.Tensor, digit: torch.Tensor,
+            generator: torch.Generator) -> tuple[torch.Tensor, list[str], torch.Tensor, torch.Tensor]:
+    """A fresh colouring of grey digits ``(B, 1, H, W)``: a random ink (never one that ``data.HELD_OUT`` withholds
+    for the digit) and a random background, painted with ``data.paint``'s jitter and captioned anew by
+    ``data.describe``. Returns ``(images (B, 3, H, W), captions, ink, background)``."""
+    from curriculum import data
+
+    inks, grounds = tuple(data.INKS), tuple(data.BACKGROUNDS)
+    allowed = torch.tensor([[(d, name) not in data.HELD_OUT for name in inks] for d in range(10)], dtype=torch.float)
+    ink = torch.multinomial(allowed[digit], 1, generator=generator)[:, 0]  # uniform over the digit's allowed inks
+    background = torch.randint(len(grounds), (len(digit),), generator=generator)
+    captions = [data.describe(int(d), inks[i], grounds[b], generator) for d, i, b in zip(digit, ink, background)]
+    return data.paint(grey, ink, background, generator), captions, ink, background
+
+
+class Augment:
+    """The training stream: every time a grey digit is drawn it is ``shift``-ed by up to ``pixels`` and
+    ``repaint``-ed, so 8,000 shapes come in ever new colour pairs. Called on a batch of ``(grey (B, 1, H, W),
+    digit (B,))`` with a generator; returns the model's ``loss`` inputs: ``(images, token ids)`` with a
+    ``tokenizer`` (CLIP, bag of words), else ``(images, digit)`` (the supervised reference)."""
+
+    def __init__(self, pixels: int = 2, tokenizer: Tokenizer | None = None, context_length: int = 12) -> None:
+        self.pixels, self.tokenizer, self.context_length = pixels, tokenizer, context_length
+
+    def __call__(self, grey: torch.Tensor, digit: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        images, captions, _, _ = repaint(shift(grey, self.pixels, generator), digit, generator)
+        return images, (self.tokenizer(captions, self.context_length) if self.tokenizer is not None else digit)
+
+
 def train(model: nn.Module, images: torch.Tensor, ids: torch.Tensor, *, steps: int, batch_size: int, lr: float,
           weight_decay: float = 0.1, warmup: int = 50, seed: int = 0, evaluate=None, eval_every: int | None = None,
-          desc: str = "train"):
-    """AdamW (decay on matrices only, so not on t) with 04-07's warmup and cosine schedule on ``model.loss(images,
-    ids)`` over shuffled batches; returns ``cur.fit``'s history. Batch size sets the number of negatives: n - 1."""
+          augment=None, desc: str = "train"):
+    """AdamW (decay on matrices only, so not on t) with 04-07's warmup and cosine schedule (to 0 at the last step)
+    on ``model.loss(images, ids)`` over shuffled batches; returns ``cur.fit``'s history. Batch size sets the number
+    of negatives: n - 1. With ``augment`` (an ``Augment``), ``images`` and ``ids`` are grey digits and their labels,
+    and every batch is turned into ``model.loss``'s inputs by ``augment(images, ids, generator)``."""
     import curriculum as cur
 
     device = next(model.parameters()).device
@@ -208,15 +271,18 @@ def train(model: nn.Module, images: torch.Tensor, ids: torch.Tensor, *, steps: i
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: vit.warmup_cosine(s, steps, warmup))
     model.train()
 
+    generator = torch.Generator().manual_seed(seed)
+
     def step(batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        loss = model.loss(batch[0].to(device), batch[1].to(device))
+        x, y = augment(*batch, generator) if augment is not None else batch
+        loss = model.loss(x.to(device), y.to(device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         schedule.step()
         return loss
 
-    data = cur.batches(images, ids, batch_size=batch_size, generator=torch.Generator().manual_seed(seed))
+    data = cur.batches(images, ids, batch_size=batch_size, generator=generator)
     return cur.fit(step, data, epochs=-(-steps // len(data)), max_steps=steps, evaluate=evaluate,
                    eval_every=eval_every, desc=desc)
 
@@ -249,10 +315,11 @@ def from_hf_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
     return out | {a + p: state[b + p] for a, b in renames.items() for p in ("weight", "bias")}
 
 
-# The notebook's recipe per profile; ``captioned_mnist_clip`` trains exactly this.
-RECIPES = {"smoke": dict(n_train=512, steps=20, batch_size=64, lr=2e-3, warmup=5, patch_size=7, width=32),
-           "cpu": dict(n_train=8000, steps=2000, batch_size=128, lr=2e-3, warmup=50, patch_size=7, width=64),
-           "gpu": dict(n_train=8000, steps=6000, batch_size=512, lr=1e-3, warmup=200, patch_size=4, width=128)}
+# The notebook's recipe per profile; ``captioned_mnist_clip`` trains exactly this. ``shift``: the training stream's
+# translations in pixels (``Augment``, which also repaints every drawn digit).
+RECIPES = {"smoke": dict(n_train=512, steps=20, batch_size=64, lr=2e-3, warmup=5, patch_size=7, width=32, shift=2),
+           "cpu": dict(n_train=8000, steps=2500, batch_size=128, lr=2e-3, warmup=50, patch_size=7, width=64, shift=0),
+           "gpu": dict(n_train=8000, steps=6000, batch_size=512, lr=1e-3, warmup=200, patch_size=4, width=128, shift=2)}
 
 
 def recipe(profile: str, tokenizer: Tokenizer, source: str) -> tuple[dict, dict, dict]:
@@ -277,10 +344,11 @@ def save_checkpoint(path: Path, model: CLIP, **meta) -> None:
 
 
 def captioned_mnist_clip(profile: str, device: str | torch.device = "cpu") -> tuple[CLIP, Tokenizer, dict]:
-    """The CLIP of this topic's notebook, trained by its recipe on ``cur.data.captioned_mnist()``, for later topics
-    (05-05 reranks DALL-E samples with it): loaded from the cache checkpoint named by the recipe's hash, or trained
-    here (and saved when the cache is writable). Returns the model in eval mode, its tokenizer, and metadata with
-    ``settings``, ``source`` ("loaded" or "trained") and ``path``."""
+    """The CLIP of this topic's notebook, trained by its recipe on the ``Augment`` stream of
+    ``cur.data.captioned_mnist()``'s training digits, for later topics (05-05 reranks DALL-E samples with it):
+    loaded from the cache checkpoint named by the recipe's hash, or trained here (and saved when the cache is
+    writable). Returns the model in eval mode, its tokenizer, and metadata with ``settings``, ``source``
+    ("loaded" or "trained") and ``path``."""
     from curriculum import data
 
     train_set, _, source = data.captioned_mnist(seed=0)
@@ -294,9 +362,9 @@ def captioned_mnist_clip(profile: str, device: str | torch.device = "cpu") -> tu
         return model.eval(), tokenizer, {"settings": settings, "source": "loaded", "path": path}
     torch.manual_seed(r["seed"])
     model = CLIP(**config).to(device)
-    train(model, train_set.images[:r["n_train"]], tokenizer(train_set.captions[:r["n_train"]], r["context_length"]),
-          steps=r["steps"], batch_size=r["batch_size"], lr=r["lr"], weight_decay=r["weight_decay"], warmup=r["warmup"],
-          seed=r["seed"], desc="04-clip recipe")
+    train(model, data.unpaint(train_set.images[:r["n_train"]]), train_set.digit[:r["n_train"]], steps=r["steps"],
+          batch_size=r["batch_size"], lr=r["lr"], weight_decay=r["weight_decay"], warmup=r["warmup"], seed=r["seed"],
+          augment=Augment(r["shift"], tokenizer, r["context_length"]), desc="04-clip recipe")
     if data.writable_cache() is not None:
         save_checkpoint(path, model, settings=settings)
     return model.eval(), tokenizer, {"settings": settings, "source": "trained", "path": path}
