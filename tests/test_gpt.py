@@ -226,6 +226,51 @@ def test_training_lowers_the_loss():
     assert history["eval_step"] == [30, 60] and len(history["loss"]) == 60
 
 
+def tiny_gpt(seed=0):
+    torch.manual_seed(seed)
+    return gpt.GPT(gpt.GPTConfig(vocab_size=20, block_size=16, n_layer=2, n_head=2, n_embd=16)).double()
+
+
+def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_early_stopping_keeps_the_starting_weights_when_validation_only_worsens():
+    """Trained on tokens 0-9 and scored on a token it never sees: validation gets worse at every scoring, so
+    training stops after ``patience`` scorings and the model returned is the untouched start, bit for bit."""
+    train = load_train()
+    model, start = tiny_gpt(), tiny_gpt()
+    data, val = torch.arange(10).repeat(60), torch.full((200,), 15)
+    history = train.train(model, data, iters=200, batch_size=4, lr=3e-2, min_lr=3e-3, warmup=20, weight_decay=0.0,
+                          val_data=val, eval_every=5, eval_blocks=None, patience=3)
+    assert history["best_step"] == 0 and history["steps"] == 15 and history["eval_step"] == [0, 5, 10, 15]
+    assert all(v > history["val_loss"][0] for v in history["val_loss"][1:])
+    assert same_weights(model, start)
+
+
+def test_early_stopping_returns_the_best_checkpoint_of_an_improving_run():
+    train = load_train()
+    model, start = tiny_gpt(), tiny_gpt()
+    data = torch.arange(20).repeat(40)
+    history = train.train(model, data, iters=40, batch_size=4, lr=1e-2, min_lr=1e-3, warmup=4, weight_decay=0.0,
+                          val_data=data[:300], eval_every=10, eval_blocks=None, patience=2)
+    best = history["val_loss"].index(min(history["val_loss"]))
+    assert history["best_step"] == history["eval_step"][best] > 0 and history["best_val"] == min(history["val_loss"])
+    assert history["best_val"] < history["val_loss"][0] - 0.5  # it learned the pattern
+    assert train.evaluate(model, data[:300], 16) == history["best_val"]  # the kept weights are the best checkpoint's
+    assert history["steps"] == min(40, history["best_step"] + 2 * 10)
+    assert not same_weights(model, start)
+
+
+def test_early_stopping_needs_validation_data():
+    train = load_train()
+    with pytest.raises(ValueError, match="early stopping needs val_data"):
+        train.train(tiny_gpt(), torch.arange(20).repeat(10), iters=5, batch_size=2, patience=2)
+    with pytest.raises(ValueError, match="patience >= 1"):
+        train.train(tiny_gpt(), torch.arange(20).repeat(10), iters=5, batch_size=2, val_data=torch.arange(40),
+                    eval_every=1, patience=0)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -2,7 +2,7 @@
 the properties of eq. 3 (B = 0 leaves the base unchanged, merging equals the unmerged forward and
 unmerging restores W_0, only A and B train), injection into 04-gpt's GPT, adapter-only state dicts,
 errors, 04-gpt's load-or-train function for its checkpoint, the broad-English base model's (``broad_char_gpt``),
-and ``finetune``'s early stopping (the best validation checkpoint is the one returned).
+and LoRA under 04-gpt's early-stopped training loop (only the adapters change).
 
 Tolerances: float64, rtol=1e-10, atol=1e-12 where the summation order differs from loralib's; exact
 (``torch.equal``) where it cannot.
@@ -263,36 +263,12 @@ def test_broad_char_gpt_load_or_train_leaves_out_the_target(tmp_path, monkeypatc
     assert meta_other["source"] == "trained" and meta_other["path"] != meta["path"]
 
 
-def test_finetune_stops_early_and_keeps_the_best_validation_checkpoint():
-    """Trained on tokens 0-9, scored on a token it never sees: validation only gets worse, so training stops after
-    ``patience`` validations and the model returned is the untouched base (step 0), bit for bit."""
-    model, base = small_gpt(), small_gpt()
-    data, val = torch.arange(10).repeat(60), torch.full((200,), 15)
-    history = lora.finetune(model, data, val, lr=3e-2, max_iters=200, batch_size=4, eval_every=5, patience=3)
-    assert history["best_step"] == 0 and history["steps"] == 15 and history["eval_step"] == [0, 5, 10, 15]
-    assert all(v > history["val_loss"][0] for v in history["val_loss"][1:])
-    assert same_state(model.state_dict(), base.state_dict())
-
-
-def test_finetune_returns_the_best_checkpoint_of_an_improving_run():
-    model, base = small_gpt(), small_gpt()
-    data = torch.arange(20).repeat(40)
-    history = lora.finetune(model, data, data[:300], lr=1e-2, max_iters=40, batch_size=4, eval_every=10, patience=2)
-    train = gpt.train_module()
-    best = history["val_loss"].index(min(history["val_loss"]))
-    assert history["best_step"] == history["eval_step"][best] > 0 and history["best_val"] == min(history["val_loss"])
-    assert history["best_val"] < history["val_loss"][0] - 0.5  # it learned the pattern
-    assert train.evaluate(model, data[:300], 16) == history["best_val"]  # the kept weights are the best checkpoint's
-    assert history["steps"] == min(40, history["best_step"] + 2 * 10)
-    assert not same_state(model.state_dict(), base.state_dict())
-
-
-def test_finetune_with_lora_trains_only_the_adapters():
+def test_early_stopped_training_with_lora_changes_only_the_adapters():
     model, base = small_gpt(), small_gpt()
     lora.add_lora(model, "attn.c_attn", r=2, lora_alpha=4, enable_lora=(True, False, True))
     data = torch.arange(20).repeat(40)
-    history = lora.finetune(model, data, data[:300], lr=3e-2, max_iters=30, batch_size=4, eval_every=10, patience=5,
-                            weight_decay=0.1)
+    history = gpt.train_module().train(model, data, iters=30, batch_size=4, lr=3e-2, min_lr=3e-3, warmup=3,
+                                       weight_decay=0.1, val_data=data[:300], eval_every=10, eval_blocks=None, patience=5)
     assert history["best_step"] > 0 and history["best_val"] < history["val_loss"][0]
     frozen = {n: p for n, p in model.state_dict().items() if "lora_" not in n}
     for name, w in base.state_dict().items():  # W_0 only drifts by the rounding of merge and unmerge in evaluation

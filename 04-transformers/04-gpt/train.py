@@ -69,19 +69,31 @@ def evaluate(model: gpt.GPT, data: torch.Tensor, block_size: int, max_blocks: in
 def train(model: gpt.GPT, data: torch.Tensor, *, iters: int, batch_size: int, lr: float = 1e-3, min_lr: float = 1e-4,
           warmup: int = 100, weight_decay: float = 0.1, betas: tuple[float, float] = (0.9, 0.99),
           grad_clip: float = 1.0, seed: int = 0, val_data: torch.Tensor | None = None, eval_every: int = 0,
-          eval_blocks: int = 20, progress: bool = False, desc: str = "train") -> dict[str, list]:
+          eval_blocks: int = 20, patience: int | None = None, progress: bool = False, desc: str = "train") -> dict:
     """Train ``model`` in place on token ids ``data`` for ``iters`` steps of ``batch_size`` windows.
 
     Returns {"step", "loss"} every step and {"eval_step", "val_loss"} every ``eval_every`` steps, on
-    ``eval_blocks`` fixed windows of ``val_data``.
+    ``eval_blocks`` fixed windows of ``val_data``. With ``patience`` (early stopping), the validation loss is also
+    measured before the first step, training stops after ``patience`` scorings in a row without a new best, and
+    the model goes back to its best-scoring weights (the starting ones when nothing improved); the history then
+    also holds "best_step", "best_val" and "steps" (the steps taken).
     """
+    if patience is not None and (val_data is None or not eval_every or patience < 1):
+        raise ValueError(f"early stopping needs val_data, eval_every > 0 and patience >= 1, got patience={patience}, "
+                         f"eval_every={eval_every}, val_data {'given' if val_data is not None else 'missing'}")
     device = next(model.parameters()).device
     block_size = model.config.block_size
     optimizer = model.configure_optimizer(lr, weight_decay, betas)
     net = DistributedDataParallel(model) if dist.is_initialized() else model
     generator = torch.Generator().manual_seed(seed)
     autocast = torch.autocast("cuda", torch.bfloat16, enabled=device.type == "cuda")
-    history: dict[str, list] = {"step": [], "loss": [], "eval_step": [], "val_loss": []}
+    history: dict = {"step": [], "loss": [], "eval_step": [], "val_loss": []}
+    snapshot = lambda: {k: v.detach().clone() for k, v in model.state_dict().items()}  # noqa: E731
+    if patience is not None:  # the starting point competes too
+        with autocast:
+            history["eval_step"].append(0)
+            history["val_loss"].append(evaluate(model, val_data, block_size, eval_blocks))
+        best_step, best_val, best_state, waited = 0, history["val_loss"][0], snapshot(), 0
     steps = range(iters)
     if progress:
         steps = tqdm(steps, desc=desc, file=sys.stdout, mininterval=5)
@@ -105,6 +117,16 @@ def train(model: gpt.GPT, data: torch.Tensor, *, iters: int, batch_size: int, lr
                 history["val_loss"].append(evaluate(model, val_data, block_size, eval_blocks))
             if progress:
                 steps.set_postfix(loss=f"{history['loss'][-1]:.3f}", val=f"{history['val_loss'][-1]:.3f}")
+            if patience is not None:
+                if history["val_loss"][-1] < best_val:
+                    best_step, best_val, best_state, waited = it + 1, history["val_loss"][-1], snapshot(), 0
+                elif (waited := waited + 1) >= patience:
+                    break
+    if progress:
+        steps.close()
+    if patience is not None:
+        model.load_state_dict(best_state)
+        history |= {"best_step": best_step, "best_val": best_val, "steps": len(history["loss"])}
     return history
 
 

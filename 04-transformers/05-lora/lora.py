@@ -21,14 +21,12 @@ is a plain ``nn.Linear``; use that), and loralib's ``fan_in_fan_out`` (for GPT-2
 from __future__ import annotations
 
 import math
-import sys
 import time
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 import curriculum as cur
 
@@ -210,7 +208,8 @@ def broad_char_gpt(books: dict[str, str], exclude: str, profile: str, device: st
 
     Load-or-train as ``gpt.shakespeare_char_gpt``: a checkpoint in the cache, hashed over these settings.
     Returns the model and its metadata: ``settings``, ``chars``, ``val_loss`` (Tiny Shakespeare's last 10%),
-    ``train_chars``, ``seconds`` (of training), ``source`` ("loaded" or "trained") and ``path``."""
+    ``train_chars``, ``seconds`` (of training), ``source`` ("loaded" or "trained"), ``path`` and ``corpus`` (the
+    pretraining ids, not saved)."""
     gpt = cur.load_topic("gpt")
     train = gpt.train_module()
     first, last, chars = train.shakespeare_chars()  # read once: the corpus' first part and the held-out score
@@ -222,7 +221,7 @@ def broad_char_gpt(books: dict[str, str], exclude: str, profile: str, device: st
     path = cur.data.checkpoint_path("05-lora", settings, profile)
     if path.exists():
         model, meta = gpt.load_checkpoint(path, device)
-        return model, meta | {"source": "loaded", "path": path}
+        return model, meta | {"source": "loaded", "path": path, "corpus": corpus}
     torch.manual_seed(recipe["seed"])
     model = gpt.GPT(config).to(device)
     start = time.perf_counter()
@@ -232,60 +231,5 @@ def broad_char_gpt(books: dict[str, str], exclude: str, profile: str, device: st
             "val_loss": train.evaluate(model, last, config.block_size)}
     if cur.data.writable_cache() is not None:
         gpt.save_checkpoint(path, model, **meta)
-    return model, meta | {"source": "trained", "path": path}
+    return model, meta | {"source": "trained", "path": path, "corpus": corpus}
 
-
-def finetune(model: nn.Module, data: torch.Tensor, val_data: torch.Tensor, *, lr: float, max_iters: int,
-             batch_size: int, eval_every: int, patience: int, eval_blocks: int | None = None, warmup: int | None = None,
-             min_lr: float | None = None, weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.99),
-             grad_clip: float = 1.0, seed: int = 0, progress: bool = False, desc: str = "finetune") -> dict:
-    """Adapt ``model`` in place on token ids ``data`` with early stopping on ``val_data``: what 04-gpt's
-    ``train.train`` lacks. Its pieces are reused: ``get_batch`` (seeded random windows), ``learning_rate``
-    (linear warmup, ``warmup`` steps, default a tenth of ``max_iters``, then cosine decay to ``min_lr``, default
-    ``lr / 10``, at ``max_iters``), ``evaluate`` (mean loss over ``eval_blocks`` evenly spread windows, all when
-    None; in eval mode, so LoRA layers are merged while scored) and ``GPT.configure_optimizer`` (AdamW; frozen
-    parameters get no gradient, so it leaves them untouched). Gradients clipped to norm ``grad_clip``.
-
-    The validation loss is measured at step 0 and every ``eval_every`` steps; training stops after ``patience``
-    validations in a row without a new best, or at ``max_iters``, and the model is returned to its best validation
-    checkpoint (the base model when nothing improved). Returns {"eval_step", "val_loss"} (the curve, step 0
-    included), "best_step", "best_val" and "steps" (steps taken)."""
-    train = cur.load_topic("gpt").train_module()
-    block_size = model.config.block_size
-    warmup = max(1, max_iters // 10) if warmup is None else warmup
-    min_lr = lr / 10 if min_lr is None else min_lr
-    optimizer = model.configure_optimizer(lr, weight_decay, betas)
-    generator = torch.Generator().manual_seed(seed)
-    device = next(model.parameters()).device
-    trained = [p for p in model.parameters() if p.requires_grad]
-    snapshot = lambda: {k: v.detach().clone() for k, v in model.state_dict().items()}  # noqa: E731
-    history = {"eval_step": [0], "val_loss": [train.evaluate(model, val_data, block_size, eval_blocks)]}
-    best_step, best_val, best_state, waited, it = 0, history["val_loss"][0], snapshot(), 0, 0
-    steps = tqdm(total=max_iters, desc=desc, file=sys.stdout, mininterval=5) if progress else None
-    model.train()
-    while it < max_iters and waited < patience:
-        for group in optimizer.param_groups:
-            group["lr"] = train.learning_rate(it, lr, min_lr, warmup, max_iters)
-        x, y = train.get_batch(data, block_size, batch_size, generator, device)
-        loss = model(x, y)[1]
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if grad_clip:
-            torch.nn.utils.clip_grad_norm_(trained, grad_clip)
-        optimizer.step()
-        it += 1
-        if steps is not None:
-            steps.update()
-        if it % eval_every == 0 or it == max_iters:
-            history["eval_step"].append(it)
-            history["val_loss"].append(train.evaluate(model, val_data, block_size, eval_blocks))
-            if history["val_loss"][-1] < best_val:
-                best_step, best_val, best_state, waited = it, history["val_loss"][-1], snapshot(), 0
-            else:
-                waited += 1
-            if steps is not None:
-                steps.set_postfix(val=f"{history['val_loss'][-1]:.3f}", best=best_step)
-    if steps is not None:
-        steps.close()
-    model.load_state_dict(best_state)  # in train mode: W_0 unmerged, with the best A and B
-    return history | {"best_step": best_step, "best_val": best_val, "steps": it}
