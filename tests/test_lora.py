@@ -275,3 +275,25 @@ def test_early_stopped_training_with_lora_changes_only_the_adapters():
         torch.testing.assert_close(frozen[name], w, rtol=0, atol=1e-12)
     assert model.transformer.h[0].attn.c_attn.lora_B.abs().sum() > 0
     assert gpt.train_module().evaluate(model, data[:300], 16) == pytest.approx(history["best_val"], abs=1e-10)
+
+
+def test_early_stopping_restores_an_adapted_model_that_arrives_merged():
+    """A LoRA model handed over in eval mode (ΔW merged into the weight) and trained on data that only worsens
+    validation comes back as it started: the step-0 snapshot is taken unmerged, so ΔW is not counted twice."""
+    model = small_gpt()
+    lora.add_lora(model, "attn.c_attn", r=2, lora_alpha=4, enable_lora=(True, False, True))
+    with torch.no_grad():
+        for block in model.transformer.h:
+            block.attn.c_attn.lora_B.normal_(0, 0.1)
+    start = {k: v.clone() for k, v in model.state_dict().items()}  # train mode: W_0 unmerged
+    train = gpt.train_module()
+    data, val = torch.arange(10).repeat(60), torch.full((200,), 15)
+    scored_at_start = train.evaluate(model, val, 16)
+    model.eval()  # merges ΔW into the weight
+    history = train.train(model, data, iters=200, batch_size=4, lr=3e-2, min_lr=3e-3, warmup=20, weight_decay=0.0,
+                          val_data=val, eval_every=5, eval_blocks=None, patience=3)
+    assert history["best_step"] == 0 and history["val_loss"][0] == pytest.approx(scored_at_start, abs=1e-10)
+    assert train.evaluate(model, val, 16) == pytest.approx(history["best_val"], abs=1e-10)
+    model.train()
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(value, start[name], rtol=0, atol=1e-12)

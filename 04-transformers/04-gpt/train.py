@@ -89,6 +89,7 @@ def train(model: gpt.GPT, data: torch.Tensor, *, iters: int, batch_size: int, lr
     autocast = torch.autocast("cuda", torch.bfloat16, enabled=device.type == "cuda")
     history: dict = {"step": [], "loss": [], "eval_step": [], "val_loss": []}
     snapshot = lambda: {k: v.detach().clone() for k, v in model.state_dict().items()}  # noqa: E731
+    model.train()  # before the first snapshot: layers that merge weights in eval mode (LoRA) are then unmerged
     if patience is not None:  # the starting point competes too
         with autocast:
             history["eval_step"].append(0)
@@ -97,7 +98,6 @@ def train(model: gpt.GPT, data: torch.Tensor, *, iters: int, batch_size: int, lr
     steps = range(iters)
     if progress:
         steps = tqdm(steps, desc=desc, file=sys.stdout, mininterval=5)
-    model.train()
     for it in steps:
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(it, lr, min_lr, warmup, iters)
