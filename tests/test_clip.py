@@ -273,8 +273,8 @@ def test_supervised_reference_trains_on_the_stream():
     grey[digit == 0, 0, 4:12, 4:12] = 1
     grey[digit == 1, 0, 16:24, 16:24] = 1
     x = clip.Augment(2)(grey, digit, torch.Generator().manual_seed(0))[0]
-    torch.testing.assert_close(m.loss(x, digit), F.cross_entropy(m(x), digit))
     before = m.loss(x, digit).item()
+    assert abs(before - math.log(2)) < 0.3  # two classes, untrained: near chance
     history = clip.train(m, grey, digit, steps=60, batch_size=32, lr=1e-2, warmup=5, augment=clip.Augment(2))
     assert sum(history.steps["loss"][-3:]) / 3 < before - 0.1
 

@@ -187,24 +187,18 @@ def encode(text: str, chars: str) -> tuple[torch.Tensor, dict[str, int]]:
     return torch.tensor(ids, dtype=torch.long), dropped
 
 
-def broad_corpus(books: dict[str, str], exclude: str, shakespeare: tuple[torch.Tensor, str] | None = None
-                 ) -> tuple[torch.Tensor, str, list[str]]:
-    """Broad English for the base model: Tiny Shakespeare's first 90% (04-gpt's training split) and every book of
-    ``books`` except ``exclude`` (the adaptation target), as ids in Tiny Shakespeare's vocabulary (``encode``).
-    ``shakespeare``: (first 90% as ids, vocabulary) when the caller has read it already (read here otherwise).
-    Returns the ids, the vocabulary and the sources' names."""
-    if shakespeare is None:
-        first, _, chars = cur.load_topic("gpt").train_module().shakespeare_chars()
-    else:
-        first, chars = shakespeare
+def broad_corpus(books: dict[str, str], exclude: str, first: torch.Tensor, chars: str) -> tuple[torch.Tensor, list[str]]:
+    """Broad English for the base model: Tiny Shakespeare's first 90% (``first``, 04-gpt's training split as ids in
+    its vocabulary ``chars``) and every book of ``books`` except ``exclude`` (the adaptation target), encoded by
+    ``encode``. Returns the ids and the sources' names."""
     kept = sorted(name for name in books if name != exclude)
     ids = torch.cat([first] + [encode(books[name], chars)[0] for name in kept])
-    return ids, chars, ["tinyshakespeare characters, first 90%"] + kept
+    return ids, ["tinyshakespeare characters, first 90%"] + kept
 
 
 def broad_char_gpt(books: dict[str, str], exclude: str, profile: str, device: str | torch.device = "cpu"):
     """The pretrained model of the experiment: 04-gpt's character GPT and recipe (``gpt.char_recipe``, the
-    profile's sizes) trained on ``broad_corpus(books, exclude)``.
+    profile's sizes) trained on ``broad_corpus`` (every book but ``exclude``).
 
     Load-or-train as ``gpt.shakespeare_char_gpt``: a checkpoint in the cache, hashed over these settings.
     Returns the model and its metadata: ``settings``, ``chars``, ``val_loss`` (Tiny Shakespeare's last 10%),
@@ -213,7 +207,7 @@ def broad_char_gpt(books: dict[str, str], exclude: str, profile: str, device: st
     gpt = cur.load_topic("gpt")
     train = gpt.train_module()
     first, last, chars = train.shakespeare_chars()  # read once: the corpus' first part and the held-out score
-    corpus, chars, sources = broad_corpus(books, exclude, (first, chars))
+    corpus, sources = broad_corpus(books, exclude, first, chars)
     recipe = gpt.char_recipe(profile)
     config = gpt.GPTConfig(len(chars), recipe["block_size"], recipe["n_layer"], recipe["n_head"], recipe["n_embd"],
                            recipe["dropout"])
