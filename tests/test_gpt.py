@@ -1,11 +1,13 @@
 """GPT-2 (04-gpt): parity with ``transformers.GPT2LMHeadModel`` (random weights, float64), the
 SDPA fast path against the explicit softmax, the key-value cache against full recomputation,
-GPT-2's initialisation, the byte-level BPE tokenizer, checkpoints, errors, and the training loop
+GPT-2's initialisation, the byte-level BPE tokenizer, checkpoints (and the load-or-train function later topics
+use, named as the executed notebook names its file), errors, and the training loop
 under two gloo processes against one process.
 
 Tolerances: float64, rtol=1e-10, atol=1e-12 unless stated (different summation orders).
 """
 import importlib.util
+import json
 import math
 import os
 import socket
@@ -17,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from curriculum import load_topic
+from curriculum import data, load_topic
 from curriculum.registry import topic
 
 gpt = load_topic("gpt")
@@ -206,6 +208,41 @@ def test_checkpoint_round_trip(tmp_path, monkeypatch):
     assert meta == {"settings": settings, "chars": "abc"}
     idx = torch.randint(50, (1, 5))
     torch.testing.assert_close(loaded.eval()(idx)[0], model.eval()(idx)[0], rtol=0, atol=0)
+
+
+def test_gpt_checkpoint_load_or_train(tmp_path, monkeypatch):
+    monkeypatch.setenv("CURRICULUM_CACHE", str(tmp_path))
+    trained, meta = gpt.shakespeare_char_gpt("smoke")
+    assert meta["source"] == "trained" and meta["path"].exists() and meta["path"].parent.parent == tmp_path
+    loaded, meta_loaded = gpt.shakespeare_char_gpt("smoke")
+    assert meta_loaded["source"] == "loaded" and meta_loaded["val_loss"] == meta["val_loss"]
+    assert list(loaded.state_dict()) == list(trained.state_dict())
+    assert all(torch.equal(v, trained.state_dict()[k]) for k, v in loaded.state_dict().items())
+
+
+class Found(Exception):
+    pass
+
+
+def test_gpt_checkpoint_name_matches_the_notebook(monkeypatch):
+    """The settings rebuilt by ``shakespeare_char_gpt`` hash to the file 04-gpt's executed notebook saved."""
+    try:
+        data.tiny_shakespeare(standin=False)
+    except data.DataNotFound:
+        pytest.skip("Tiny Shakespeare is not available (the hash covers its characters)")
+    notebook = json.loads((topic("gpt").path / "gpt.ipynb").read_text())
+    printed = "".join("".join(o.get("text", "")) for c in notebook["cells"] for o in c.get("outputs", []))
+    names = []
+
+    def record(settings, profile):
+        names.append(real(settings, profile).name)
+        raise Found  # stop before loading or training
+
+    real = gpt.checkpoint_path
+    monkeypatch.setattr(gpt, "checkpoint_path", record)
+    with pytest.raises(Found):
+        gpt.shakespeare_char_gpt("cpu")
+    assert names and f"/{names[0]} " in printed
 
 
 def test_learning_rate_schedule():

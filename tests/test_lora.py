@@ -1,13 +1,12 @@
 """LoRA (05-lora): parity with ``loralib.Linear`` and ``loralib.MergedLinear`` (the paper authors' package),
 the properties of eq. 3 (B = 0 leaves the base unchanged, merging equals the unmerged forward and
 unmerging restores W_0, only A and B train), injection into 04-gpt's GPT, adapter-only state dicts,
-errors, 04-gpt's load-or-train function for its checkpoint, the broad-English base model's (``broad_char_gpt``),
+errors, the broad-English base model's load-or-train function (``broad_char_gpt``),
 and LoRA under 04-gpt's early-stopped training loop (only the adapters change).
 
 Tolerances: float64, rtol=1e-10, atol=1e-12 where the summation order differs from loralib's; exact
 (``torch.equal``) where it cannot.
 """
-import json
 import math
 
 import loralib
@@ -16,7 +15,6 @@ import torch
 from torch import nn
 
 from curriculum import data, load_topic
-from curriculum.registry import topic
 
 lora = load_topic("lora")
 gpt = load_topic("gpt")
@@ -201,40 +199,6 @@ def test_errors():
     lora.add_lora(model, "attn.c_attn", r=2)
     with pytest.raises(ValueError, match="already has LoRA"):
         lora.add_lora(model, "attn.c_attn", r=2)
-
-
-def test_gpt_checkpoint_load_or_train(tmp_path, monkeypatch):
-    monkeypatch.setenv("CURRICULUM_CACHE", str(tmp_path))
-    trained, meta = gpt.shakespeare_char_gpt("smoke")
-    assert meta["source"] == "trained" and meta["path"].exists() and meta["path"].parent.parent == tmp_path
-    loaded, meta_loaded = gpt.shakespeare_char_gpt("smoke")
-    assert meta_loaded["source"] == "loaded" and meta_loaded["val_loss"] == meta["val_loss"]
-    assert same_state(loaded.state_dict(), trained.state_dict())
-
-
-class Found(Exception):
-    pass
-
-
-def test_gpt_checkpoint_name_matches_the_notebook(monkeypatch):
-    """The settings rebuilt by ``shakespeare_char_gpt`` hash to the file 04-gpt's executed notebook saved."""
-    try:
-        data.tiny_shakespeare(standin=False)
-    except data.DataNotFound:
-        pytest.skip("Tiny Shakespeare is not available (the hash covers its characters)")
-    notebook = json.loads((topic("gpt").path / "gpt.ipynb").read_text())
-    printed = "".join("".join(o.get("text", "")) for c in notebook["cells"] for o in c.get("outputs", []))
-    names = []
-
-    def record(settings, profile):
-        names.append(real(settings, profile).name)
-        raise Found  # stop before loading or training
-
-    real = gpt.checkpoint_path
-    monkeypatch.setattr(gpt, "checkpoint_path", record)
-    with pytest.raises(Found):
-        gpt.shakespeare_char_gpt("cpu")
-    assert names and f"/{names[0]} " in printed
 
 
 def test_encode_maps_quotes_and_drops_unknown_characters():
