@@ -798,16 +798,22 @@ def unpaint(images: torch.Tensor) -> torch.Tensor:
     return along.clamp(0, 1)
 
 
-def _captioned(x: torch.Tensor, y: torch.Tensor, generator: torch.Generator, allow_held_out: bool) -> CaptionedImages:
+def recolour(grey: torch.Tensor, digit: torch.Tensor, generator: torch.Generator,
+             allow_held_out: bool) -> CaptionedImages:
+    """Grey digits ``N x 1 x H x W`` with labels ``digit`` (N,), coloured and captioned: a random ink (uniform;
+    with ``allow_held_out=False`` the ink of every ``HELD_OUT`` pair is redrawn until none is left, so uniform over
+    the digit's other inks), a random background, a caption from ``describe`` with ``generator`` and ``paint``'s
+    jitter. ``captioned_mnist`` colours its splits once with it; 05-04 CLIP's training stream recolours every
+    digit it draws with it."""
     inks, grounds = tuple(INKS), tuple(BACKGROUNDS)
-    ink = torch.randint(len(inks), (len(y),), generator=generator)
+    ink = torch.randint(len(inks), (len(digit),), generator=generator)
     if not allow_held_out:  # redraw the ink of every held-out pair until none is left
-        while (bad := torch.tensor([(int(d), inks[i]) in HELD_OUT for d, i in zip(y, ink)])).any():
+        while (bad := torch.tensor([(int(d), inks[i]) in HELD_OUT for d, i in zip(digit, ink)])).any():
             ink[bad] = torch.randint(len(inks), (int(bad.sum()),), generator=generator)
-    background = torch.randint(len(grounds), (len(y),), generator=generator)
-    captions = [describe(int(d), inks[i], grounds[b], generator) for d, i, b in zip(y, ink, background)]
-    held_out = torch.tensor([(int(d), inks[i]) in HELD_OUT for d, i in zip(y, ink)])
-    return CaptionedImages(paint(x, ink, background, generator), captions, y.clone(), ink, background, held_out)
+    background = torch.randint(len(grounds), (len(digit),), generator=generator)
+    captions = [describe(int(d), inks[i], grounds[b], generator) for d, i, b in zip(digit, ink, background)]
+    held_out = torch.tensor([(int(d), inks[i]) in HELD_OUT for d, i in zip(digit, ink)], dtype=torch.bool)
+    return CaptionedImages(paint(grey, ink, background, generator), captions, digit.clone(), ink, background, held_out)
 
 
 def captioned_mnist(*, seed: int = 0, standin: bool = True) -> tuple[CaptionedImages, CaptionedImages, str]:
@@ -817,8 +823,8 @@ def captioned_mnist(*, seed: int = 0, standin: bool = True) -> tuple[CaptionedIm
     sixth of ``test``, for compositional zero-shot tests."""
     digits = mnist(standin=standin, seed=seed)
     generator = torch.Generator().manual_seed(seed)
-    train = _captioned(digits.x_train, digits.y_train, generator, allow_held_out=False)
-    test = _captioned(digits.x_test, digits.y_test, generator, allow_held_out=True)
+    train = recolour(digits.x_train, digits.y_train, generator, allow_held_out=False)
+    test = recolour(digits.x_test, digits.y_test, generator, allow_held_out=True)
     source = (f"captioned coloured MNIST: {len(train):,} train / {len(test):,} test, {len(INKS)} inks x "
               f"{len(BACKGROUNDS)} backgrounds, {len(HELD_OUT)} (digit, ink) pairs held out of training "
               f"({int(test.held_out.sum()):,} test images), seed {seed}; digits from {digits.source}")

@@ -1,8 +1,9 @@
 """CLIP (05-04): the symmetric loss against ``F.cross_entropy``, the whole model against a random-init
 ``transformers.CLIPModel`` (logits, loss, embeddings and gradients after state-dict conversion, float64), the logit
 scale's initialisation and clamp, duplicate-caption masking, pooling at the end-of-text position, prompt
-ensembling, the bag-of-words baseline, the training stream (shifts and repainting: never a held-out pair, captions
-naming the new colours), the supervised reference, the load-or-train function and errors for bad input.
+ensembling, the bag-of-words baseline, the training stream (shifts and ``data.recolour``: never a held-out pair,
+captions naming the new colours), the supervised reference, the load-or-train function (the stream's code in the
+checkpoint's hash, the short fallback) and errors for bad input.
 
 Tolerances: float64, rtol=1e-10, atol=1e-12 (different summation orders).
 """
@@ -232,10 +233,11 @@ def test_shift_translates_within_the_frame():
     assert clip.shift(grey, 0, gen) is grey
 
 
-def test_repaint_never_draws_a_held_out_pair_and_captions_the_new_colours():
+def test_stream_recolouring_never_draws_a_held_out_pair_and_captions_the_new_colours():
     n = 600
     grey, digit = strokes(n), torch.arange(n) % 10
-    images, captions, ink, background = clip.repaint(grey, digit, torch.Generator().manual_seed(0))
+    drawn = data.recolour(grey, digit, torch.Generator().manual_seed(0), allow_held_out=False)  # what Augment calls
+    images, captions, ink, background = drawn.images, drawn.captions, drawn.ink, drawn.background
     inks, grounds = tuple(data.INKS), tuple(data.BACKGROUNDS)
     assert images.shape == (n, 3, 28, 28) and 0 <= images.min() and images.max() <= 1
     assert not [(int(d), inks[i]) for d, i in zip(digit, ink) if (int(d), inks[i]) in data.HELD_OUT]
@@ -259,8 +261,9 @@ def test_augment_feeds_the_models_and_keeps_the_order():
     tok = clip.Tokenizer([" ".join(words)])
     grey, digit = strokes(16), torch.arange(16) % 10
     images, ids = clip.Augment(2, tok, 12)(grey, digit, torch.Generator().manual_seed(3))
-    expected, captions, _, _ = clip.repaint(clip.shift(grey, 2, g := torch.Generator().manual_seed(3)), digit, g)
-    assert torch.equal(images, expected) and torch.equal(ids, tok(captions, 12))
+    drawn = data.recolour(clip.shift(grey, 2, g := torch.Generator().manual_seed(3)), digit, g, allow_held_out=False)
+    expected = drawn.images
+    assert torch.equal(images, expected) and torch.equal(ids, tok(drawn.captions, 12))
     images2, labels = clip.Augment(2)(grey, digit, torch.Generator().manual_seed(3))
     assert torch.equal(images2, expected) and labels is digit  # the same images for the supervised reference
 
@@ -283,14 +286,33 @@ def test_load_or_train(tmp_path, monkeypatch):
     monkeypatch.setenv("CURRICULUM_CACHE", str(tmp_path))
     g = torch.Generator().manual_seed(0)
     digits = torch.rand(600, 1, 28, 28, generator=g)
-    fake = data._captioned(digits, torch.arange(600) % 10, g, allow_held_out=False)
+    fake = data.recolour(digits, torch.arange(600) % 10, g, allow_held_out=False)
     monkeypatch.setattr(data, "captioned_mnist", lambda seed=0: (fake, fake, "fake captioned digits"))
     first, tok, meta = clip.captioned_mnist_clip("smoke")
     assert meta["source"] == "trained" and meta["path"].exists() and not first.training
-    second, tok2, meta2 = clip.captioned_mnist_clip("smoke")
-    assert meta2["source"] == "loaded" and tok2.vocab == tok.vocab
+    assert meta["steps"] == clip.RECIPES["smoke"]["steps"] and meta["settings"]["stream"] == clip.stream_version()
+    second, tok2, meta2 = clip.captioned_mnist_clip("smoke", fallback_steps=3)  # the recipe's checkpoint exists
+    assert meta2["source"] == "loaded" and tok2.vocab == tok.vocab and meta2["path"] == meta["path"]
     for a, b in zip(first.state_dict().values(), second.state_dict().values()):
         assert torch.equal(a, b)
+    # a changed training stream names another checkpoint: the old one is not loaded in its place
+    monkeypatch.setattr(clip, "stream_version", lambda: "another stream")
+    third, _, meta3 = clip.captioned_mnist_clip("smoke", fallback_steps=3)  # none for it: the short fallback is trained
+    assert meta3["source"] == "trained" and meta3["steps"] == 3 and meta3["path"] not in (meta["path"],)
+    assert meta3["path"].exists() and meta3["settings"]["recipe"]["steps"] == 3
+    assert not all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), third.state_dict().values()))
+    assert clip.captioned_mnist_clip("smoke", fallback_steps=3)[2]["source"] == "loaded"  # the short run, cached
+
+
+def test_stream_version_covers_the_stream_code():
+    version = clip.stream_version()
+    assert version == clip.stream_version() and len(version) == 16
+    # another function in place of one of the stream's parts (e.g. an edited recolouring) gives another version
+    parts = (clip.shift, clip.Augment, clip.train, data.recolour, data.paint, data.describe)
+    assert clip.stream_version(parts) == version
+    assert clip.stream_version((clip.shift, clip.Augment, clip.train, data.unpaint, data.paint, data.describe)) != version
+    _, _, settings = clip.recipe("smoke", clip.Tokenizer(["a red 7"]), "source")
+    assert settings["stream"] == version
 
 
 def test_clear_errors():

@@ -538,6 +538,30 @@ def test_captioned_mnist_holds_out_its_pairs_and_captions_what_it_paints(isolate
     assert "held out of training" in source and "[data] captioned coloured MNIST" in capsys.readouterr().out
 
 
+def test_captioned_mnist_is_recolour_of_the_digits_and_unchanged(isolated):
+    """One implementation of the colouring: the dataset is ``recolour`` of ``mnist``'s splits with the seeded
+    generator (05-04 CLIP's training stream calls the same function); pinned values guard the committed results
+    that depend on the exact draws."""
+    train, test, _ = data.captioned_mnist(seed=1)
+    digits, g = data.mnist(seed=1), torch.Generator().manual_seed(1)
+    for split, again in ((train, data.recolour(digits.x_train, digits.y_train, g, allow_held_out=False)),
+                         (test, data.recolour(digits.x_test, digits.y_test, g, allow_held_out=True))):
+        assert split.captions == again.captions and torch.equal(split.images, again.images)
+        for name in ("digit", "ink", "background", "held_out"):
+            assert torch.equal(getattr(split, name), getattr(again, name))
+    assert train.captions[:3] == ["a lime three on a dark background", "9 written in cyan over a brown background",
+                                  "1 written in scarlet over a dark background"]
+    assert test.ink[:10].tolist() == [2, 5, 1, 5, 2, 1, 0, 3, 5, 5]
+    assert test.background[:10].tolist() == [3, 0, 1, 3, 0, 2, 0, 2, 3, 0]
+    # held-out inks are redrawn: uniform over each digit's five other inks, never the withheld one
+    digit = torch.arange(6000) % 10
+    drawn = data.recolour(torch.zeros(6000, 1, 28, 28), digit, torch.Generator().manual_seed(0), allow_held_out=False)
+    assert not drawn.held_out.any()
+    counts = torch.zeros(10, len(data.INKS)).index_put_((digit, drawn.ink), torch.ones(6000), accumulate=True)
+    allowed = torch.tensor([[(d, ink) not in data.HELD_OUT for ink in data.INKS] for d in range(10)])
+    assert (counts[~allowed] == 0).all() and counts[allowed].min() > 80  # 120 expected per allowed pair
+
+
 def test_describe_and_read_colours_errors():
     assert data.describe(7, "red", "black") == "a red 7 on a black background"
     g = torch.Generator().manual_seed(0)

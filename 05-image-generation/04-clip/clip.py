@@ -15,12 +15,15 @@ Zero-shot classification (Sec. 3.1.2) embeds one prompt per class ("a photo of a
 whose text embedding is closest to the image's; prompt ensembling (Sec. 3.1.4) averages the normalised text
 embeddings of many templates per class. ``BagOfWords`` is Figure 2's baseline: the same image encoder trained to
 predict the caption's bag of words, and ``DigitClassifier`` the same tower trained on digit labels. ``Augment`` is
-the training stream (the paper's random crops, here shifts, and a fresh colouring and caption at every draw).
+the training stream (the paper's random crops, here shifts, and a fresh colouring and caption at every draw,
+``curriculum.data.recolour``, the function that colours the dataset itself).
 Parameter names of the heads are ``transformers.CLIPModel``'s;
 ``from_hf_state_dict`` converts a whole ``CLIPModel`` (both towers) into ours.
 """
 from __future__ import annotations
 
+import hashlib
+import inspect
 import math
 from pathlib import Path
 
@@ -207,9 +210,11 @@ class DigitClassifier(nn.Module):
         self.head = nn.Linear(vision_width, num_classes)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.visual(images))  # (B, num_classes) logits
+        """Digit logits: images ``(B, 3, H, W)`` -> ``(B, num_classes)``."""
+        return self.head(self.visual(images))
 
     def loss(self, images: torch.Tensor, digits: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy of ``forward(images)`` ``(B, num_classes)`` against ``digits`` ``(B,)`` int64."""
         return F.cross_entropy(self(images), digits)
 
 
@@ -226,33 +231,22 @@ def shift(grey: torch.Tensor, pixels: int, generator: torch.Generator) -> torch.
     return crops.permute(0, 3, 1, 2)  # (B, H, W, C) -> (B, C, H, W)
 
 
-def repaint(grey: torch.Tensor, digit: torch.Tensor,
-            generator: torch.Generator) -> tuple[torch.Tensor, list[str], torch.Tensor, torch.Tensor]:
-    """A fresh colouring of grey digits ``(B, 1, H, W)``: a random ink (never one that ``data.HELD_OUT`` withholds
-    for the digit) and a random background, painted with ``data.paint``'s jitter and captioned anew by
-    ``data.describe``. Returns ``(images (B, 3, H, W), captions, ink, background)``."""
-    from curriculum import data
-
-    inks, grounds = tuple(data.INKS), tuple(data.BACKGROUNDS)
-    allowed = torch.tensor([[(d, name) not in data.HELD_OUT for name in inks] for d in range(10)], dtype=torch.float)
-    ink = torch.multinomial(allowed[digit], 1, generator=generator)[:, 0]  # uniform over the digit's allowed inks
-    background = torch.randint(len(grounds), (len(digit),), generator=generator)
-    captions = [data.describe(int(d), inks[i], grounds[b], generator) for d, i, b in zip(digit, ink, background)]
-    return data.paint(grey, ink, background, generator), captions, ink, background
-
-
 class Augment:
-    """The training stream: every time a grey digit is drawn it is ``shift``-ed by up to ``pixels`` and
-    ``repaint``-ed, so 8,000 shapes come in ever new colour pairs. Called on a batch of ``(grey (B, 1, H, W),
-    digit (B,))`` with a generator; returns the model's ``loss`` inputs: ``(images, token ids)`` with a
-    ``tokenizer`` (CLIP, bag of words), else ``(images, digit)`` (the supervised reference)."""
+    """The training stream: every time a grey digit is drawn it is ``shift``-ed by up to ``pixels`` and coloured
+    afresh by ``data.recolour`` (a random ink, never one that ``data.HELD_OUT`` withholds for the digit, a random
+    background, a new caption from ``data.describe``, ``data.paint``'s jitter: the code that colours the dataset),
+    so 8,000 shapes come in ever new colour pairs. Called on a batch of ``(grey (B, 1, H, W), digit (B,))`` with a
+    generator; returns the model's ``loss`` inputs: ``(images, token ids)`` with a ``tokenizer`` (CLIP, bag of
+    words), else ``(images, digit)`` (the supervised reference)."""
 
     def __init__(self, pixels: int = 2, tokenizer: Tokenizer | None = None, context_length: int = 12) -> None:
         self.pixels, self.tokenizer, self.context_length = pixels, tokenizer, context_length
 
     def __call__(self, grey: torch.Tensor, digit: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        images, captions, _, _ = repaint(shift(grey, self.pixels, generator), digit, generator)
-        return images, (self.tokenizer(captions, self.context_length) if self.tokenizer is not None else digit)
+        from curriculum import data
+
+        drawn = data.recolour(shift(grey, self.pixels, generator), digit, generator, allow_held_out=False)
+        return drawn.images, (self.tokenizer(drawn.captions, self.context_length) if self.tokenizer is not None else digit)
 
 
 def train(model: nn.Module, images: torch.Tensor, ids: torch.Tensor, *, steps: int, batch_size: int, lr: float,
@@ -318,17 +312,32 @@ def from_hf_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
 # The notebook's recipe per profile; ``captioned_mnist_clip`` trains exactly this. ``shift``: the training stream's
 # translations in pixels (``Augment``, which also repaints every drawn digit).
 RECIPES = {"smoke": dict(n_train=512, steps=20, batch_size=64, lr=2e-3, warmup=5, patch_size=7, width=32, shift=2),
-           "cpu": dict(n_train=8000, steps=2500, batch_size=128, lr=2e-3, warmup=50, patch_size=7, width=64, shift=0),
+           "cpu": dict(n_train=8000, steps=3000, batch_size=128, lr=2e-3, warmup=50, patch_size=7, width=64, shift=0),
            "gpu": dict(n_train=8000, steps=6000, batch_size=512, lr=1e-3, warmup=200, patch_size=4, width=128, shift=2)}
 
 
-def recipe(profile: str, tokenizer: Tokenizer, source: str) -> tuple[dict, dict, dict]:
-    """(training settings, ``CLIP`` arguments, the settings whose hash names the checkpoint) for ``profile``."""
+def stream_version(parts: tuple | None = None) -> str:
+    """A hash of the code that makes the training batches and the updates (``shift``, ``Augment``, ``train``,
+    ``data.recolour``, ``data.paint``, ``data.describe``) and of the palette, templates and held-out pairs they use:
+    part of the checkpoint's settings, so that a change of the training stream names a new checkpoint and an old
+    one is never loaded in its place."""
+    from curriculum import data
+
+    parts = parts if parts is not None else (shift, Augment, train, data.recolour, data.paint, data.describe)
+    constants = repr((data.INKS, data.BACKGROUNDS, sorted(data.HELD_OUT), data.TEMPLATES, data.DIGIT_WORDS))
+    return hashlib.sha256(("".join(inspect.getsource(p) for p in parts) + constants).encode()).hexdigest()[:16]
+
+
+def recipe(profile: str, tokenizer: Tokenizer, source: str, steps: int | None = None) -> tuple[dict, dict, dict]:
+    """(training settings, ``CLIP`` arguments, the settings whose hash names the checkpoint) for ``profile``;
+    ``steps`` replaces the recipe's number of steps (the schedule is compressed to them)."""
     r = dict(RECIPES[profile], weight_decay=0.1, seed=0, context_length=12, layers=2, heads=4)
+    if steps is not None:
+        r["steps"] = steps
     config = dict(vocab_size=len(tokenizer), context_length=r["context_length"], embed_dim=r["width"],
                   patch_size=r["patch_size"], vision_width=r["width"], vision_layers=r["layers"], vision_heads=r["heads"],
                   text_width=r["width"], text_layers=r["layers"], text_heads=r["heads"])
-    return r, config, {"recipe": r, "config": config, "data": source, "vocab": tokenizer.vocab}
+    return r, config, {"recipe": r, "config": config, "data": source, "vocab": tokenizer.vocab, "stream": stream_version()}
 
 
 def checkpoint_path(profile: str, settings: dict) -> Path:
@@ -343,28 +352,35 @@ def save_checkpoint(path: Path, model: CLIP, **meta) -> None:
     path.with_suffix(".tmp").replace(path)  # atomic: a reader never sees half a file
 
 
-def captioned_mnist_clip(profile: str, device: str | torch.device = "cpu") -> tuple[CLIP, Tokenizer, dict]:
+def captioned_mnist_clip(profile: str, device: str | torch.device = "cpu",
+                         fallback_steps: int | None = None) -> tuple[CLIP, Tokenizer, dict]:
     """The CLIP of this topic's notebook, trained by its recipe on the ``Augment`` stream of
     ``cur.data.captioned_mnist()``'s training digits, for later topics (05-05 reranks DALL-E samples with it):
-    loaded from the cache checkpoint named by the recipe's hash, or trained here (and saved when the cache is
-    writable). Returns the model in eval mode, its tokenizer, and metadata with ``settings``, ``source``
-    ("loaded" or "trained") and ``path``."""
+    loaded from the cache checkpoint named by the recipe's hash (stream code included, ``stream_version``), or
+    trained here (and saved when the cache is writable). ``fallback_steps``: when the notebook's checkpoint is not
+    cached, load or train the same recipe with this many steps instead (a shorter run, under its own hash, for a
+    later notebook that must fit its time budget on a cold cache). Returns the model in eval mode, its tokenizer,
+    and metadata with ``settings``, ``source`` ("loaded" or "trained"), ``steps`` and ``path``."""
     from curriculum import data
 
     train_set, _, source = data.captioned_mnist(seed=0)
     tokenizer = Tokenizer(train_set.captions)
     r, config, settings = recipe(profile, tokenizer, source)
     path = checkpoint_path(profile, settings)
+    if not path.exists() and fallback_steps is not None:
+        r, config, settings = recipe(profile, tokenizer, source, steps=fallback_steps)
+        path = checkpoint_path(profile, settings)
+    meta = {"settings": settings, "steps": r["steps"], "path": path}
     if path.exists():
         state = torch.load(path, map_location=device, weights_only=True)
         model = CLIP(**state["config"]).to(device)
         model.load_state_dict(state["model"])
-        return model.eval(), tokenizer, {"settings": settings, "source": "loaded", "path": path}
+        return model.eval(), tokenizer, meta | {"source": "loaded"}
     torch.manual_seed(r["seed"])
     model = CLIP(**config).to(device)
     train(model, data.unpaint(train_set.images[:r["n_train"]]), train_set.digit[:r["n_train"]], steps=r["steps"],
           batch_size=r["batch_size"], lr=r["lr"], weight_decay=r["weight_decay"], warmup=r["warmup"], seed=r["seed"],
-          augment=Augment(r["shift"], tokenizer, r["context_length"]), desc="04-clip recipe")
+          augment=Augment(r["shift"], tokenizer, r["context_length"]), desc=f"04-clip recipe, {r['steps']:,} steps")
     if data.writable_cache() is not None:
         save_checkpoint(path, model, settings=settings)
-    return model.eval(), tokenizer, {"settings": settings, "source": "trained", "path": path}
+    return model.eval(), tokenizer, meta | {"source": "trained"}
