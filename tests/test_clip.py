@@ -298,7 +298,7 @@ def test_load_or_train(tmp_path, monkeypatch):
     # a changed training stream names another checkpoint: the old one is not loaded in its place
     monkeypatch.setattr(clip, "stream_version", lambda: "another stream")
     third, _, meta3 = clip.captioned_mnist_clip("smoke", fallback_steps=3)  # none for it: the short fallback is trained
-    assert meta3["source"] == "trained" and meta3["steps"] == 3 and meta3["path"] not in (meta["path"],)
+    assert meta3["source"] == "trained" and meta3["steps"] == 3 and meta3["path"] != meta["path"]
     assert meta3["path"].exists() and meta3["settings"]["recipe"]["steps"] == 3
     assert not all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), third.state_dict().values()))
     assert clip.captioned_mnist_clip("smoke", fallback_steps=3)[2]["source"] == "loaded"  # the short run, cached
@@ -313,6 +313,13 @@ def test_stream_version_covers_the_stream_code():
     assert clip.stream_version((clip.shift, clip.Augment, clip.train, data.unpaint, data.paint, data.describe)) != version
     _, _, settings = clip.recipe("smoke", clip.Tokenizer(["a red 7"]), "source")
     assert settings["stream"] == version
+
+
+def test_stream_version_covers_the_palette_and_held_out_pairs(monkeypatch):
+    version = clip.stream_version()
+    monkeypatch.setattr(data, "HELD_OUT", data.HELD_OUT | {(0, "red")} if (0, "red") not in data.HELD_OUT
+                        else data.HELD_OUT - {(0, "red")})
+    assert clip.stream_version() != version  # another set of withheld pairs: another stream, another checkpoint
 
 
 def test_clear_errors():
