@@ -6,6 +6,9 @@ initialisation and tying, the WordPiece tokenizer, checkpoints and errors.
 Tolerances: float64, rtol=1e-10, atol=1e-12 (different summation orders).
 """
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -195,6 +198,18 @@ def test_wordpiece_tokenizer_has_bert_special_tokens():
     assert tok.decode(enc.ids) == "the film is charming."
     pair = tok.encode("the film", "is dull")
     assert pair.tokens == ["[CLS]", "the", "film", "[SEP]", "is", "dull", "[SEP]"] and pair.type_ids == [0, 0, 0, 0, 1, 1, 1]
+
+
+def test_wordpiece_ids_repeat_across_processes():
+    # the trainer numbers tokens differently in every process (checked: 4 processes, 4 numberings of one set)
+    script = ("import sys; sys.path.insert(0, sys.argv[1]); import bert; "
+              "text = ['the film is a charming , funny and moving story .'] * 31 + ['a dull and tedious film .'] * 17"
+              " + ['an intriguing window into the imagination of the director .'] * 9 + ['sol ondz and todd'] * 5; "
+              "print(sorted(bert.train_tokenizer(text, vocab_size=60).get_vocab().items()))")
+    folder = str(Path(bert.__file__).parent)
+    runs = {subprocess.run([sys.executable, "-c", script, folder], capture_output=True, text=True, check=True).stdout
+            for _ in range(4)}
+    assert len(runs) == 1 and "('[MASK]', 4)" in runs.pop()
 
 
 def test_checkpoint_round_trip(tmp_path, monkeypatch):

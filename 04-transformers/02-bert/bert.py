@@ -270,15 +270,21 @@ def mask_tokens(ids: torch.Tensor, special: torch.Tensor, mask_id: int, vocab_si
 
 def train_tokenizer(texts: list[str], vocab_size: int):
     """An uncased WordPiece vocabulary (BERT's, Sec. 3) trained offline with Hugging Face ``tokenizers``:
-    ids 0-4 are [PAD] [UNK] [CLS] [SEP] [MASK]; ``encode`` adds [CLS] A [SEP] (B [SEP], segment 1)."""
+    ids 0-4 are [PAD] [UNK] [CLS] [SEP] [MASK], the rest in sorted order; ``encode`` adds [CLS] A [SEP]
+    (B [SEP], segment 1)."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
     tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
     tokenizer.pre_tokenizer, tokenizer.decoder = pre_tokenizers.BertPreTokenizer(), decoders.WordPiece()
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     tokenizer.train_from_iterator(texts, trainers.WordPieceTrainer(
-        vocab_size=vocab_size, min_frequency=2, show_progress=False,
-        special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]))
+        vocab_size=vocab_size, min_frequency=2, show_progress=False, special_tokens=specials))
+    # The trainer numbers its tokens in another order in every process (and where pair counts tie it may
+    # even merge in another order); renumbered in sorted order, the ids repeat whenever the learned set does,
+    # as it does on this topic's corpus. WordPiece's longest match depends only on the set, not on the ids.
+    learned = sorted(set(tokenizer.get_vocab()) - set(specials))
+    tokenizer.model = models.WordPiece({token: i for i, token in enumerate(specials + learned)}, unk_token="[UNK]")
     tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
     return tokenizer
