@@ -144,6 +144,29 @@ def test_time_unet_shapes_condition_and_reuse_of_the_unet():
     assert diffusion.NoisyClassifier()(x, t).shape == (3, 10)
 
 
+def test_time_unet_blocks_are_the_unets_with_the_embedding_between_the_convolutions():
+    unet = load_topic("unet")
+    model = diffusion.TimeUNet(1, 8, 2)
+    blocks = model.blocks()
+    assert blocks[:3] == list(model.down) and all(isinstance(b, unet.DoubleConv) for b in blocks) and len(blocks) == 5
+    seen = {"conv1": [], "conv2": []}
+    blocks[0].conv1.register_forward_hook(lambda m, i, out: seen["conv1"].append(out))
+    blocks[0].conv2.register_forward_pre_hook(lambda m, i: seen["conv2"].append(i[0]))
+    x = torch.randn(2, 1, 16, 16)
+    model(x, torch.tensor([3, 3]))
+    model(x, torch.tensor([700, 700]))
+    assert torch.equal(seen["conv1"][0], seen["conv1"][1])  # the first convolution does not see t
+    assert not torch.allclose(seen["conv2"][0], seen["conv2"][1])  # the second one does
+    # the residual shortcut: with both convolutions' weights at zero the block is GroupNorm of the bias (0), SiLU (0),
+    # plus the embedding, then 0 again, so only the 1x1 shortcut of the input remains
+    block = blocks[0]
+    with torch.no_grad():
+        for conv in (block.conv1, block.conv2):
+            conv.weight.zero_()
+    emb = model.embed(torch.tensor([3, 3]))
+    torch.testing.assert_close(model.block(0, x, emb), model.shortcuts[0](x))
+
+
 def test_timestep_embedding_is_sinusoidal():
     emb = diffusion.timestep_embedding(torch.tensor([0, 7]), 8)
     assert emb.shape == (2, 8)

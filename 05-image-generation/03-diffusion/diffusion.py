@@ -4,8 +4,8 @@ classifier guidance (Dhariwal & Nichol 2021).
 
 A fixed forward process adds Gaussian noise in T small steps, q(x_t | x_{t-1}) = N(sqrt(1 - beta_t) x_{t-1},
 beta_t I); a network learns to undo one step. Index ``t`` runs 0..T-1 here and stands for the papers' t + 1,
-so ``t = 0`` is the decoder step x_1 -> x_0. The denoiser is the 01-04 U-Net ('same' padding) with a
-sinusoidal time embedding added after every block.
+so ``t = 0`` is the decoder step x_1 -> x_0. The denoiser is the 01-04 U-Net ('same' padding) whose blocks
+become residual blocks with GroupNorm and a sinusoidal time embedding added between their two convolutions.
 """
 from __future__ import annotations
 
@@ -197,6 +197,11 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
     return torch.cat([torch.cos(angles), torch.sin(angles)], dim=1)
 
 
+def group_norm(channels: int) -> nn.GroupNorm:
+    """GroupNorm with up to 8 groups (DDPM uses 32 on wider networks)."""
+    return nn.GroupNorm(math.gcd(8, channels), channels)
+
+
 class TimeEmbedding(nn.Module):
     """Sinusoidal embedding -> MLP (Linear, SiLU, Linear); an optional conditioning vector is projected
     and added (used by 05-05's decoder)."""
@@ -215,29 +220,41 @@ class TimeEmbedding(nn.Module):
 
 
 class TimeUNet(unet.UNet):
-    """The 01-04 U-Net with 'same' padding as the noise predictor eps_theta(x_t, t): after every block
-    (two 3x3 convolutions) the time embedding, projected to the block's width, is added at every pixel.
+    """The 01-04 U-Net with 'same' padding as the noise predictor eps_theta(x_t, t). Its convolutions are kept, and
+    every block of two 3x3 convolutions becomes a residual block in the manner of DDPM's (Appendix B): conv,
+    GroupNorm, SiLU, then the time embedding, projected to the block's width, added at every pixel, then conv,
+    GroupNorm, SiLU, plus the block's input through a 1x1 convolution (every block changes the width).
     ``learn_variance`` doubles the output channels: eps and the interpolation v of Improved DDPM eq. 15."""
 
     def __init__(self, in_channels: int = 1, base_channels: int = 32, depth: int = 2,
                  learn_variance: bool = False, cond_dim: int | None = None):
         super().__init__(in_channels, in_channels * (2 if learn_variance else 1), base_channels, depth, padding="same")
-        widths = [base_channels * 2 ** level for level in range(depth + 1)]
         self.embed = TimeEmbedding(base_channels, cond_dim)
-        self.down_emb = nn.ModuleList(nn.Linear(4 * base_channels, w) for w in widths)
-        self.up_emb = nn.ModuleList(nn.Linear(4 * base_channels, widths[level]) for level in reversed(range(depth)))
+        widths = [(b.conv1.in_channels, b.conv2.out_channels) for b in self.blocks()]
+        self.emb = nn.ModuleList(nn.Linear(4 * base_channels, w) for _, w in widths)
+        self.norms = nn.ModuleList(nn.ModuleList([group_norm(w), group_norm(w)]) for _, w in widths)
+        self.shortcuts = nn.ModuleList(nn.Conv2d(c, w, 1) for c, w in widths)
+
+    def blocks(self) -> list[nn.Module]:
+        """The U-Net's 01-04 blocks (``DoubleConv``), contracting path first, then the expanding path's."""
+        return [*self.down, *(level.convs for level in self.up)]
+
+    def block(self, i: int, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        convs, (norm1, norm2) = self.blocks()[i], self.norms[i]
+        h = F.silu(norm1(convs.conv1(x))) + self.emb[i](emb)[:, :, None, None]
+        return F.silu(norm2(convs.conv2(h))) + self.shortcuts[i](x)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         """``x`` N x C x H x W (H, W divisible by 2**depth), integer timesteps ``t`` (N) -> N x C' x H x W."""
         emb = self.embed(t, cond)
         skips = []
-        for i, level in enumerate(self.down):
-            x = level(x) + self.down_emb[i](emb)[:, :, None, None]
+        for i in range(self.depth + 1):  # contracting path and the bottom of the U
+            x = self.block(i, x, emb)
             if i < self.depth:
                 skips.append(x)
                 x = F.max_pool2d(x, 2)
-        for level, proj, skip in zip(self.up, self.up_emb, reversed(skips)):
-            x = level(x, skip) + proj(emb)[:, :, None, None]
+        for j, (level, skip) in enumerate(zip(self.up, reversed(skips))):  # expanding path: 01-04's skip concatenation
+            x = self.block(self.depth + 1 + j, torch.cat([skip, level.up(x)], dim=1), emb)
         return self.head(x)
 
 
