@@ -51,6 +51,20 @@ def test_reward_model_without_padding_reads_the_last_token():
     torch.testing.assert_close(ours(idx), ours.score(ours.features(idx))[:, -1, 0])
 
 
+
+def test_mean_pooling_averages_the_rewards_of_every_prefix_and_ignores_padding():
+    ours, _ = small_pair(pad_token_id=0)
+    mean = rlhf.RewardModel(ours.config, pad_token_id=0, pooling="mean").double().eval()
+    mean.load_state_dict(ours.state_dict())
+    idx = torch.randint(1, 40, (3, 9), generator=torch.Generator().manual_seed(2))
+    # causal attention: the score after token t is the last-token reward of the prefix that ends at t
+    prefixes = torch.stack([ours(idx[:, :t + 1]) for t in range(9)], 1)
+    torch.testing.assert_close(mean(idx), prefixes.mean(1), rtol=1e-10, atol=1e-12)
+    padded = torch.cat([idx[:1, :5], torch.zeros(1, 4, dtype=idx.dtype)], 1)  # right padding is not averaged
+    torch.testing.assert_close(mean(padded), mean(idx[:1, :5]), rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="pooling"):
+        rlhf.RewardModel(ours.config, pooling="max")
+
 def test_bradley_terry_loss_is_the_preference_negative_log_likelihood():
     chosen, rejected = torch.randn(50, dtype=torch.float64), torch.randn(50, dtype=torch.float64)
     expected = -torch.log(torch.sigmoid(chosen - rejected)).mean()
