@@ -51,7 +51,6 @@ def test_reward_model_without_padding_reads_the_last_token():
     torch.testing.assert_close(ours(idx), ours.score(ours.features(idx))[:, -1, 0])
 
 
-
 def test_mean_pooling_averages_the_rewards_of_every_prefix_and_ignores_padding():
     ours, _ = small_pair(pad_token_id=0)
     mean = rlhf.RewardModel(ours.config, pad_token_id=0, pooling="mean").double().eval()
@@ -64,6 +63,7 @@ def test_mean_pooling_averages_the_rewards_of_every_prefix_and_ignores_padding()
     torch.testing.assert_close(mean(padded), mean(idx[:1, :5]), rtol=1e-10, atol=1e-12)
     with pytest.raises(ValueError, match="pooling"):
         rlhf.RewardModel(ours.config, pooling="max")
+
 
 def test_bradley_terry_loss_is_the_preference_negative_log_likelihood():
     chosen, rejected = torch.randn(50, dtype=torch.float64), torch.randn(50, dtype=torch.float64)

@@ -5,8 +5,8 @@ Three pieces, in the order the papers use them:
 1. A reward model r(x, y) learned from comparisons. People say which of two samples they prefer;
    the Bradley-Terry model P(y_w > y_l) = sigmoid(r(x, y_w) - r(x, y_l)) turns a preference into a
    loss, -log sigmoid(r_w - r_l) (InstructGPT eq. 1). ``RewardModel`` is a GPT trunk with a scalar
-   head on the last token, ``transformers.GPT2ForSequenceClassification`` with one label, or averaged
-   over the tokens.
+   head on the last token, ``transformers.GPT2ForSequenceClassification`` with one label, or (our variant)
+   averaged over the tokens.
 2. Proximal policy optimisation (Schulman et al., 2017) of a policy pi_theta: the clipped surrogate
    L = E[min(rho A, clip(rho, 1 - eps, 1 + eps) A)], rho = pi_theta(a|s) / pi_old(a|s) (PPO eq. 7),
    with advantages from generalised advantage estimation (Schulman et al., 2016, eq. 16):
@@ -46,9 +46,11 @@ class RewardModel(gpt.GPT):
     """A GPT trunk and a linear ``score`` head (n_embd -> 1, no bias) that scores every prefix.
 
     ``pooling="last"`` reads the score at the last token that is not ``pad_token_id``, mirroring
-    ``transformers.GPT2ForSequenceClassification`` with ``num_labels=1``. ``pooling="mean"`` averages the
-    scores of all the non-padding positions; the trunk is causal, so the score at position t is the
-    last-token reward of the prefix that ends at t, and the mean is the average reward of the prefixes.
+    ``transformers.GPT2ForSequenceClassification`` with ``num_labels=1``, the papers' choice (Ziegler et al. and
+    InstructGPT read the reward at the final token). ``pooling="mean"`` is this curriculum's variant, chosen in
+    this topic's notebook on validation pairs: it averages the scores of the non-padding positions; with right padding
+    and a causal trunk the score at position t is the last-token reward of the prefix that ends at t, so the mean
+    is the average reward of the prefixes.
 
     Inputs: token ids (B, T). Outputs: rewards (B,). Parameter names are GPT-2's (``transformer.*``,
     ``score.weight``; ``gpt.to_hf_state_dict`` converts), plus the tied ``lm_head`` that the head ignores.
@@ -66,7 +68,7 @@ class RewardModel(gpt.GPT):
         scores = self.score(self.features(idx)).squeeze(-1)  # (B, T): a score after every prefix
         real = torch.ones_like(idx, dtype=torch.bool) if self.pad_token_id is None else idx != self.pad_token_id
         if self.pooling == "mean":
-            return (scores * real).sum(-1) / real.sum(-1).clamp(min=1)
+            return (scores * real).sum(-1) / real.sum(-1).clamp(min=1)  # (B, T) -> (B,)
         # the rightmost token that is not padding, as GPT2ForSequenceClassification picks it
         last = (torch.arange(idx.shape[1], device=idx.device) * real).argmax(-1)
         return scores[torch.arange(idx.shape[0], device=idx.device), last]
