@@ -239,6 +239,8 @@ def test_clear_errors():
     d = diffusion.Diffusion(diffusion.linear_betas(10))
     with pytest.raises(ValueError, match="variance"):
         d.p_mean_variance(torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 4), torch.tensor([3]), "learned_range")
+    with pytest.raises(ValueError, match="divisible by 4"):  # a side that two poolings cannot halve
+        diffusion.TimeUNet(1, 4, 2)(torch.zeros(1, 1, 30, 30), torch.tensor([0]))
 
 
 def test_conditional_training_passes_the_condition_and_drops_it_with_p_uncond():

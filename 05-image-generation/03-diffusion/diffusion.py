@@ -221,31 +221,37 @@ class TimeEmbedding(nn.Module):
 
 class TimeUNet(unet.UNet):
     """The 01-04 U-Net with 'same' padding as the noise predictor eps_theta(x_t, t). Its convolutions are kept, and
-    every block of two 3x3 convolutions becomes a residual block in the manner of DDPM's (Appendix B): conv,
-    GroupNorm, SiLU, then the time embedding, projected to the block's width, added at every pixel, then conv,
-    GroupNorm, SiLU, plus the block's input through a 1x1 convolution (every block changes the width).
+    every block of two 3x3 convolutions becomes a residual block that takes the time embedding between its two
+    convolutions, as DDPM's do (Sec. 4, Appendix B): conv, GroupNorm, SiLU, plus the embedding projected to the
+    block's width at every pixel, then conv, GroupNorm, SiLU, plus the block's input through a 1x1 convolution
+    (every block changes the width). DDPM's code normalises and activates before each convolution and starts each
+    block as its shortcut; these blocks keep 01-04's convolution-first order.
     ``learn_variance`` doubles the output channels: eps and the interpolation v of Improved DDPM eq. 15."""
 
     def __init__(self, in_channels: int = 1, base_channels: int = 32, depth: int = 2,
                  learn_variance: bool = False, cond_dim: int | None = None):
         super().__init__(in_channels, in_channels * (2 if learn_variance else 1), base_channels, depth, padding="same")
         self.embed = TimeEmbedding(base_channels, cond_dim)
-        widths = [(b.conv1.in_channels, b.conv2.out_channels) for b in self.blocks()]
-        self.emb = nn.ModuleList(nn.Linear(4 * base_channels, w) for _, w in widths)
-        self.norms = nn.ModuleList(nn.ModuleList([group_norm(w), group_norm(w)]) for _, w in widths)
-        self.shortcuts = nn.ModuleList(nn.Conv2d(c, w, 1) for c, w in widths)
+        channels = [(b.conv1.in_channels, b.conv2.out_channels) for b in self.blocks()]  # (in, out) per block
+        self.emb = nn.ModuleList(nn.Linear(4 * base_channels, c_out) for _, c_out in channels)
+        self.norms = nn.ModuleList(nn.ModuleList([group_norm(c_out), group_norm(c_out)]) for _, c_out in channels)
+        self.shortcuts = nn.ModuleList(nn.Conv2d(c_in, c_out, 1) for c_in, c_out in channels)
 
     def blocks(self) -> list[nn.Module]:
         """The U-Net's 01-04 blocks (``DoubleConv``), contracting path first, then the expanding path's."""
         return [*self.down, *(level.convs for level in self.up)]
 
     def block(self, i: int, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        """Residual block ``i``: ``x`` N x C_in x H x W and the embedding N x 4 base -> N x C_out x H x W."""
         convs, (norm1, norm2) = self.blocks()[i], self.norms[i]
-        h = F.silu(norm1(convs.conv1(x))) + self.emb[i](emb)[:, :, None, None]
+        h = F.silu(norm1(convs.conv1(x))) + self.emb[i](emb)[:, :, None, None]  # (N, C_out) -> (N, C_out, 1, 1)
         return F.silu(norm2(convs.conv2(h))) + self.shortcuts[i](x)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         """``x`` N x C x H x W (H, W divisible by 2**depth), integer timesteps ``t`` (N) -> N x C' x H x W."""
+        if x.shape[-2] % 2 ** self.depth or x.shape[-1] % 2 ** self.depth:
+            raise ValueError(f"TimeUNet of depth {self.depth} needs sides divisible by {2 ** self.depth}, got "
+                             f"{tuple(x.shape[-2:])}: pad the images (05-03 pads MNIST's 28 x 28 to 32 x 32)")
         emb = self.embed(t, cond)
         skips = []
         for i in range(self.depth + 1):  # contracting path and the bottom of the U
